@@ -1,0 +1,54 @@
+//! The seam every backend implements: compile once, run many.
+
+use crate::{Graph, Node, Result, Tensor, TensorView};
+
+/// What a person needs to tell devices apart.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DeviceInfo {
+    /// e.g. "AMD EPYC 7B13 (2 threads, avx2+fma)" or "NVIDIA H100 (Vulkan)".
+    pub name: String,
+    /// e.g. "cpu", "discrete-gpu", "integrated-gpu".
+    pub kind: String,
+    /// Free-form details (ISA, driver, library version).
+    pub details: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
+/// Options common to every backend; backends ignore what does not apply to them.
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    /// Worker threads; `None` means the backend's default (physical cores for the CPU).
+    pub threads: Option<usize>,
+    pub precision: Precision,
+}
+
+pub trait Backend: Send + Sync {
+    /// Stable id used on the command line: "cpu", "wgpu:0", "ort-openvino", ...
+    fn id(&self) -> &str;
+    fn device(&self) -> DeviceInfo;
+    /// Whether this backend can execute the node (lets a planner partition a graph).
+    fn supports(&self, node: &Node) -> bool;
+    /// Compiles an optimized graph: weights are packed and buffers planned here, not per run.
+    fn compile(&self, graph: &Graph, options: &CompileOptions) -> Result<Box<dyn Executable>>;
+}
+
+pub trait Executable: Send + Sync {
+    /// Runs the graph on inputs given in the order of `Graph::inputs`; returns outputs in the
+    /// order of `Graph::outputs`.
+    fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>>;
+}

@@ -1,0 +1,7 @@
+//! accel's graph IR: operators with typed attributes, values with symbolic shapes.
+
+mod graph;
+mod op;
+
+pub use graph::{Dim, Graph, Node, ValueInfo};
+pub use op::*;

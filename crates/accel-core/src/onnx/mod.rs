@@ -1,0 +1,17 @@
+//! ONNX import: `ModelProto` bytes to accel's [`Graph`](crate::Graph).
+//!
+//! The protobuf types are generated from onnx.proto at build time (pure Rust, no `protoc`).
+//! Format concerns stay here; the IR knows nothing of protobuf.
+
+mod attrs;
+mod import;
+mod ops;
+mod tensor;
+
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+
+pub use import::{load_model, parse_model, MAX_OPSET, MIN_OPSET};
+pub use tensor::{tensor_from_proto, tensor_to_proto};

@@ -1,0 +1,245 @@
+//! Numpy-style broadcasting: binary arithmetic, comparisons and Where.
+
+use crate::ir::BinaryOp;
+use crate::{shape_err, Error, Result, Tensor, TensorData};
+use half::f16;
+
+pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
+        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(shape_err!("shapes {a:?} and {b:?} do not broadcast")),
+        };
+    }
+    Ok(out)
+}
+
+/// Strides of `shape` laid out in `out`'s rank, 0 along broadcast axes.
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; out.len()];
+    let mut s = 1;
+    for i in (0..shape.len()).rev() {
+        let oi = i + out.len() - shape.len();
+        strides[oi] = if shape[i] == 1 { 0 } else { s };
+        s *= shape[i];
+    }
+    strides
+}
+
+/// Applies `f` elementwise over broadcast operands. The innermost axis runs as a tight loop.
+fn zip_broadcast<A: Copy, B: Copy, O>(
+    a: &[A],
+    ash: &[usize],
+    b: &[B],
+    bsh: &[usize],
+    f: impl Fn(A, B) -> O,
+) -> Result<(Vec<usize>, Vec<O>)> {
+    let out_shape = broadcast_shapes(ash, bsh)?;
+    let n: usize = out_shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    if ash == bsh {
+        out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
+        return Ok((out_shape, out));
+    }
+    if b.len() == 1 {
+        let y = b[0];
+        out.extend(a.iter().map(|&x| f(x, y)));
+        return Ok((out_shape, out));
+    }
+    if a.len() == 1 {
+        let x = a[0];
+        out.extend(b.iter().map(|&y| f(x, y)));
+        return Ok((out_shape, out));
+    }
+    if n == 0 {
+        return Ok((out_shape, out));
+    }
+    let rank = out_shape.len();
+    let sa = broadcast_strides(ash, &out_shape);
+    let sb = broadcast_strides(bsh, &out_shape);
+    let inner = out_shape[rank - 1];
+    let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
+    let mut idx = vec![0usize; rank - 1];
+    let (mut oa, mut ob) = (0usize, 0usize);
+    for _ in 0..n / inner {
+        for k in 0..inner {
+            out.push(f(a[oa + k * ia], b[ob + k * ib]));
+        }
+        // Advance the odometer over the outer axes.
+        for d in (0..rank - 1).rev() {
+            idx[d] += 1;
+            oa += sa[d];
+            ob += sb[d];
+            if idx[d] < out_shape[d] {
+                break;
+            }
+            oa -= sa[d] * out_shape[d];
+            ob -= sb[d] * out_shape[d];
+            idx[d] = 0;
+        }
+    }
+    Ok((out_shape, out))
+}
+
+fn arith<T: Copy + PartialOrd>(op: BinaryOp, add: fn(T, T) -> T, sub: fn(T, T) -> T, mul: fn(T, T) -> T, div: fn(T, T) -> T, pow: fn(T, T) -> T) -> Option<fn(T, T) -> T> {
+    Some(match op {
+        BinaryOp::Add => add,
+        BinaryOp::Sub => sub,
+        BinaryOp::Mul => mul,
+        BinaryOp::Div => div,
+        BinaryOp::Pow => pow,
+        BinaryOp::Max => |x, y| if y > x { y } else { x },
+        BinaryOp::Min => |x, y| if y < x { y } else { x },
+        _ => return None,
+    })
+}
+
+fn compare<T: PartialOrd + Copy>(op: BinaryOp) -> Option<fn(T, T) -> bool> {
+    Some(match op {
+        BinaryOp::Equal => |x, y| x == y,
+        BinaryOp::Less => |x, y| x < y,
+        BinaryOp::Greater => |x, y| x > y,
+        _ => return None,
+    })
+}
+
+fn f32_op(op: BinaryOp) -> Option<fn(f32, f32) -> f32> {
+    arith::<f32>(op, |x, y| x + y, |x, y| x - y, |x, y| x * y, |x, y| x / y, f32::powf)
+}
+
+macro_rules! int_op {
+    ($t:ty, $op:expr) => {
+        arith::<$t>(
+            $op,
+            |x, y| x.wrapping_add(y),
+            |x, y| x.wrapping_sub(y),
+            |x, y| x.wrapping_mul(y),
+            // Integer division by zero has no defined result in ONNX; 0 avoids a panic.
+            |x, y| if y == 0 { 0 } else { x.wrapping_div(y) },
+            |x, y| if y < 0 as $t { 0 } else { x.wrapping_pow(y as u32) },
+        )
+    };
+}
+
+pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (ash, bsh) = (a.shape(), b.shape());
+    let mismatch = || Error::Other(format!("{op:?} got mixed dtypes {} and {}", a.dtype(), b.dtype()));
+    let unsupported = || Error::Other(format!("{op:?} is not defined for {}", a.dtype()));
+    let (shape, data) = match (a.data(), b.data()) {
+        (TensorData::F32(x), TensorData::F32(y)) => {
+            if let Some(f) = f32_op(op) {
+                let (s, v) = zip_broadcast(x, ash, y, bsh, f)?;
+                (s, TensorData::F32(v))
+            } else {
+                let f = compare::<f32>(op).ok_or_else(unsupported)?;
+                let (s, v) = zip_broadcast(x, ash, y, bsh, f)?;
+                (s, TensorData::Bool(v))
+            }
+        }
+        (TensorData::F16(x), TensorData::F16(y)) => {
+            if let Some(f) = f32_op(op) {
+                let (s, v) = zip_broadcast(x, ash, y, bsh, |p: f16, q: f16| f16::from_f32(f(p.to_f32(), q.to_f32())))?;
+                (s, TensorData::F16(v))
+            } else {
+                let f = compare::<f16>(op).ok_or_else(unsupported)?;
+                let (s, v) = zip_broadcast(x, ash, y, bsh, f)?;
+                (s, TensorData::Bool(v))
+            }
+        }
+        (TensorData::I64(x), TensorData::I64(y)) => {
+            if let Some(f) = int_op!(i64, op) {
+                let (s, v) = zip_broadcast(x, ash, y, bsh, f)?;
+                (s, TensorData::I64(v))
+            } else {
+                let f = compare::<i64>(op).ok_or_else(unsupported)?;
+                let (s, v) = zip_broadcast(x, ash, y, bsh, f)?;
+                (s, TensorData::Bool(v))
+            }
+        }
+        (TensorData::I32(x), TensorData::I32(y)) => {
+            if let Some(f) = int_op!(i32, op) {
+                let (s, v) = zip_broadcast(x, ash, y, bsh, f)?;
+                (s, TensorData::I32(v))
+            } else {
+                let f = compare::<i32>(op).ok_or_else(unsupported)?;
+                let (s, v) = zip_broadcast(x, ash, y, bsh, f)?;
+                (s, TensorData::Bool(v))
+            }
+        }
+        (TensorData::U8(x), TensorData::U8(y)) => {
+            if let Some(f) = int_op!(u8, op) {
+                let (s, v) = zip_broadcast(x, ash, y, bsh, f)?;
+                (s, TensorData::U8(v))
+            } else {
+                let f = compare::<u8>(op).ok_or_else(unsupported)?;
+                let (s, v) = zip_broadcast(x, ash, y, bsh, f)?;
+                (s, TensorData::Bool(v))
+            }
+        }
+        (TensorData::Bool(x), TensorData::Bool(y)) => {
+            let f: fn(bool, bool) -> bool = match op {
+                BinaryOp::And => |p, q| p && q,
+                BinaryOp::Or => |p, q| p || q,
+                BinaryOp::Equal => |p, q| p == q,
+                _ => return Err(unsupported()),
+            };
+            let (s, v) = zip_broadcast(x, ash, y, bsh, f)?;
+            (s, TensorData::Bool(v))
+        }
+        _ => return Err(mismatch()),
+    };
+    Tensor::new(shape, data)
+}
+
+pub fn eval_where(cond: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    let c = cond.as_slice::<bool>()?;
+    // Pair cond with x under broadcasting, then select against y.
+    macro_rules! go {
+        ($xv:expr, $yv:expr, $wrap:path) => {{
+            let (_, picked_x) = zip_broadcast(c, cond.shape(), $xv, x.shape(), |c, v| (c, v))?;
+            let csh = broadcast_shapes(cond.shape(), x.shape())?;
+            let (s, out) = zip_broadcast(&picked_x, &csh, $yv, y.shape(), |(c, v), w| if c { v } else { w })?;
+            Tensor::new(s, $wrap(out))
+        }};
+    }
+    match (x.data(), y.data()) {
+        (TensorData::F32(a), TensorData::F32(b)) => go!(a, b, TensorData::F32),
+        (TensorData::F16(a), TensorData::F16(b)) => go!(a, b, TensorData::F16),
+        (TensorData::I64(a), TensorData::I64(b)) => go!(a, b, TensorData::I64),
+        (TensorData::I32(a), TensorData::I32(b)) => go!(a, b, TensorData::I32),
+        (TensorData::U8(a), TensorData::U8(b)) => go!(a, b, TensorData::U8),
+        (TensorData::Bool(a), TensorData::Bool(b)) => go!(a, b, TensorData::Bool),
+        _ => Err(Error::Other(format!("Where got mixed dtypes {} and {}", x.dtype(), y.dtype()))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasts_rows_and_columns() {
+        let a = Tensor::from_vec(vec![2, 1], vec![1.0f32, 2.0]).unwrap();
+        let b = Tensor::from_vec(vec![3], vec![10.0f32, 20.0, 30.0]).unwrap();
+        let c = eval_binary(BinaryOp::Add, &a, &b).unwrap();
+        assert_eq!(c.shape(), &[2, 3]);
+        assert_eq!(c.as_slice::<f32>().unwrap(), &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
+        assert!(eval_binary(BinaryOp::Add, &a, &Tensor::from_vec(vec![3, 1], vec![0f32; 3]).unwrap()).is_err());
+    }
+
+    #[test]
+    fn where_broadcasts_all_three() {
+        let c = Tensor::from_vec(vec![2, 1], vec![true, false]).unwrap();
+        let x = Tensor::from_vec(vec![1, 2], vec![1i64, 2]).unwrap();
+        let y = Tensor::scalar(9i64);
+        let r = eval_where(&c, &x, &y).unwrap();
+        assert_eq!(r.shape(), &[2, 2]);
+        assert_eq!(r.as_slice::<i64>().unwrap(), &[1, 2, 9, 9]);
+    }
+}

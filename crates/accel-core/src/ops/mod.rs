@@ -1,0 +1,112 @@
+//! Operator semantics that live in core: shape inference for every op, and reference
+//! evaluation of the light ops (shape arithmetic, layout, elementwise, reductions). Constant
+//! folding runs on the latter; backends may reuse them for ops that are not worth a kernel.
+//! Heavy ops (Conv, ConvTranspose, pools, MatMul, Gemm, LSTM) are evaluated by backends.
+
+mod broadcast;
+mod layout;
+mod reduce;
+mod resize;
+mod shapes;
+mod unary;
+
+pub use broadcast::{broadcast_shapes, eval_binary, eval_where};
+pub use layout::{transpose, Slices};
+pub use shapes::{conv_output_size, infer, pool_output_size, resolve_window, ResolvedWindow};
+pub use unary::erf;
+
+use crate::ir::{Node, Op};
+use crate::{Error, Result, Tensor};
+
+/// Normalises a possibly negative axis against `rank`.
+pub fn normalize_axis(axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if a < 0 || a >= r {
+        return Err(Error::Shape(format!("axis {axis} is out of range for rank {rank}")));
+    }
+    Ok(a as usize)
+}
+
+/// Whether core can evaluate this op (constant folding and backend fallbacks use it).
+pub fn can_eval(op: &Op) -> bool {
+    !matches!(
+        op,
+        Op::Conv(_)
+            | Op::ConvTranspose(_)
+            | Op::MaxPool(_)
+            | Op::AveragePool(_)
+            | Op::MatMul { .. }
+            | Op::Gemm(_)
+            | Op::Lstm(_)
+    )
+}
+
+fn input<'a>(node: &Node, inputs: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor> {
+    inputs
+        .get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| Error::node(node, format!("input {i} is required")))
+}
+
+fn opt_input<'a>(inputs: &[Option<&'a Tensor>], i: usize) -> Option<&'a Tensor> {
+    inputs.get(i).copied().flatten()
+}
+
+/// Evaluates a light op on concrete tensors. `inputs[i]` is `None` for an absent optional input.
+pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
+    let x = || input(node, inputs, 0);
+    let wrap = |r: Result<Tensor>| r.map(|t| vec![t]).map_err(|e| annotate(node, e));
+    match &node.op {
+        Op::Unary(u) => wrap(unary::eval_unary(*u, x()?)),
+        Op::Clip => wrap(unary::eval_clip(x()?, opt_input(inputs, 1), opt_input(inputs, 2))),
+        Op::LeakyRelu { alpha } => wrap(unary::eval_leaky_relu(x()?, *alpha)),
+        Op::Binary(b) => wrap(broadcast::eval_binary(*b, x()?, input(node, inputs, 1)?)),
+        Op::Where => wrap(broadcast::eval_where(x()?, input(node, inputs, 1)?, input(node, inputs, 2)?)),
+        Op::Softmax { axis, legacy } => wrap(reduce::softmax(x()?, *axis, *legacy, false)),
+        Op::LogSoftmax { axis, legacy } => wrap(reduce::softmax(x()?, *axis, *legacy, true)),
+        Op::Reduce { op, keepdims, noop_with_empty_axes } => {
+            wrap(reduce::reduce(*op, x()?, opt_input(inputs, 1), *keepdims, *noop_with_empty_axes))
+        }
+        Op::BatchNormalization { epsilon } => wrap(reduce::batch_norm(
+            x()?,
+            input(node, inputs, 1)?,
+            input(node, inputs, 2)?,
+            input(node, inputs, 3)?,
+            input(node, inputs, 4)?,
+            *epsilon,
+        )),
+        Op::GlobalAveragePool => wrap(reduce::global_pool(x()?, false)),
+        Op::GlobalMaxPool => wrap(reduce::global_pool(x()?, true)),
+        Op::Resize(r) => wrap(resize::resize(
+            r,
+            x()?,
+            opt_input(inputs, 2),
+            opt_input(inputs, 3),
+        )),
+        Op::Split { axis, num_outputs } => {
+            layout::split(x()?, *axis, opt_input(inputs, 1), *num_outputs).map_err(|e| annotate(node, e))
+        }
+        Op::Dropout => {
+            let x = x()?.clone();
+            let mut out = vec![x];
+            if node.outputs.len() > 1 {
+                let shape = out[0].shape().to_vec();
+                let n = out[0].len();
+                out.push(Tensor::from_vec(shape, vec![true; n])?);
+            }
+            Ok(out)
+        }
+        op if can_eval(op) => wrap(layout::eval(node, inputs)),
+        op => Err(Error::node(node, format!("{} is evaluated by backends, not by core", op.name()))),
+    }
+}
+
+/// Adds the node's name to an error raised while evaluating it.
+fn annotate(node: &Node, e: Error) -> Error {
+    match e {
+        Error::InvalidNode { .. } => e,
+        other => Error::node(node, other.to_string()),
+    }
+}
