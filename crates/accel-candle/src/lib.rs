@@ -1,1 +1,14 @@
-//! accel-candle
+//! accel-candle: accel's candle backend: an independent oracle on the CPU and a CUDA path.
+//!
+//! Not built yet: probing reports every backend id of this crate as unavailable, with the
+//! reason, so `accelbench devices` and `bench` show it instead of silently leaving it out.
+
+use accel_core::Probe;
+
+/// Backend ids this crate will provide.
+pub const BACKEND_IDS: &[&str] = &["candle-cpu", "candle-cuda"];
+
+/// Probes this machine for the backends of this crate.
+pub fn probe() -> Vec<Probe> {
+    BACKEND_IDS.iter().map(|id| Probe::unavailable(*id, "the candle backend is not implemented yet (issue #8)")).collect()
+}

@@ -52,3 +52,15 @@ pub trait Executable: Send + Sync {
     /// order of `Graph::outputs`.
     fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>>;
 }
+
+/// What probing a backend found: a usable backend, or the reason there is none.
+pub struct Probe {
+    pub id: String,
+    pub backend: std::result::Result<std::sync::Arc<dyn Backend>, String>,
+}
+
+impl Probe {
+    pub fn unavailable(id: impl Into<String>, reason: impl Into<String>) -> Probe {
+        Probe { id: id.into(), backend: Err(reason.into()) }
+    }
+}

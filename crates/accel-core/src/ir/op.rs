@@ -19,8 +19,8 @@ impl Activation {
     #[inline]
     pub fn apply(self, x: f32) -> f32 {
         match self {
-            Activation::Relu => x.max(0.0),
-            Activation::Clip { min, max } => x.max(min).min(max),
+            Activation::Relu => if x < 0.0 { 0.0 } else { x },
+            Activation::Clip { min, max } => if x.is_nan() { x } else { x.max(min).min(max) },
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         }
     }

@@ -11,8 +11,8 @@ mod shapes;
 mod unary;
 
 pub use broadcast::{broadcast_shapes, eval_binary, eval_where};
-pub use layout::{transpose, Slices};
-pub use shapes::{conv_output_size, infer, pool_output_size, resolve_window, ResolvedWindow};
+pub use layout::{cast, concat, reshape_shape, squeeze_shape, transpose, unsqueeze_shape, Slices};
+pub use shapes::{conv_output_size, infer, pool_output_size, resolve_conv_transpose, resolve_window, ResolvedWindow};
 pub use unary::erf;
 
 use crate::ir::{Node, Op};

@@ -32,7 +32,7 @@ pub(super) fn eval_unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         _ => {}
     }
     let f: fn(f32) -> f32 = match op {
-        UnaryOp::Relu => |a| a.max(0.0),
+        UnaryOp::Relu => |a| if a < 0.0 { 0.0 } else { a },
         UnaryOp::Sigmoid => |a| 1.0 / (1.0 + (-a).exp()),
         UnaryOp::Tanh => f32::tanh,
         UnaryOp::Exp => f32::exp,

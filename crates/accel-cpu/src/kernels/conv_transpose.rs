@@ -1,0 +1,118 @@
+//! ConvTranspose as GEMM + col2im: cols[(oc, ky, kx), pixel] = W^T · X, then each column is
+//! scattered into the output window it came from.
+
+use super::gemm::{gemm, Epilogue, PackedA, PackedB};
+use super::{float_input, spatial_2d};
+use accel_core::ir::{ConvTranspose, Node};
+use accel_core::ops::resolve_conv_transpose;
+use accel_core::{Error, Result, Tensor};
+use rayon::prelude::*;
+
+pub struct ConvTransposeKernel {
+    attrs: ConvTranspose,
+    in_channels: usize,
+    out_channels_per_group: usize,
+    kernel: Vec<usize>,
+    /// Per group: W_g^T as [ocg * kh * kw, icg].
+    packed: Vec<PackedA>,
+    bias: Vec<f32>,
+}
+
+impl ConvTransposeKernel {
+    pub fn new(node: &Node, attrs: &ConvTranspose, w: &Tensor, b: Option<&Tensor>) -> Result<ConvTransposeKernel> {
+        let wv = w.as_slice::<f32>().map_err(|e| Error::node(node, e.to_string()))?;
+        let ws = w.shape();
+        if ws.len() < 3 || ws.len() > 4 {
+            return Err(Error::node(node, format!("only 1-D and 2-D ConvTranspose is supported (weight shape {ws:?})")));
+        }
+        let g = attrs.group;
+        let (ic, ocg) = (ws[0], ws[1]);
+        if ic % g != 0 {
+            return Err(Error::node(node, format!("{ic} input channels do not split into {g} groups")));
+        }
+        let icg = ic / g;
+        let kernel = ws[2..].to_vec();
+        let m = ocg * kernel.iter().product::<usize>();
+        let packed = (0..g).map(|gi| PackedA::pack(&wv[gi * icg * m..], m, icg, 1, m)).collect();
+        let bias = match b {
+            Some(b) => b.to_f32_vec()?,
+            None => vec![0.0; ocg * g],
+        };
+        if bias.len() != ocg * g {
+            return Err(Error::node(node, format!("bias has {} values for {} output channels", bias.len(), ocg * g)));
+        }
+        Ok(ConvTransposeKernel { attrs: attrs.clone(), in_channels: ic, out_channels_per_group: ocg, kernel, packed, bias })
+    }
+
+    pub fn run(&self, node: &Node, x: &Tensor) -> Result<Tensor> {
+        let (xv, n, c, in_hw, one_d) = float_input(node, x)?;
+        if c != self.in_channels {
+            return Err(Error::node(node, format!("input has {c} channels, the weights expect {}", self.in_channels)));
+        }
+        let (kernel, window) = spatial_2d(&self.kernel, &self.attrs.window, one_d);
+        let (opad, oshape) = if one_d {
+            let op = if self.attrs.output_padding.is_empty() { vec![] } else { vec![0, self.attrs.output_padding[0]] };
+            (op, self.attrs.output_shape.as_ref().map(|s| vec![1, *s.last().unwrap_or(&1)]))
+        } else {
+            (self.attrs.output_padding.clone(), self.attrs.output_shape.clone())
+        };
+        let rw = resolve_conv_transpose(&window, &in_hw, &kernel, &opad, oshape.as_deref()).map_err(|e| Error::node(node, e.to_string()))?;
+        let (oh, ow) = (rw.output[0], rw.output[1]);
+        let g = self.attrs.group;
+        let (icg, ocg) = (self.in_channels / g, self.out_channels_per_group);
+        let oc = ocg * g;
+        let pixels = in_hw[0] * in_hw[1];
+        let (kh, kw) = (kernel[0], kernel[1]);
+        let mut out = vec![0.0f32; n * oc * oh * ow];
+        let mut cols = vec![0.0f32; ocg * kh * kw * pixels];
+        for b in 0..n {
+            for gi in 0..g {
+                let xg = &xv[(b * c + gi * icg) * pixels..(b * c + (gi + 1) * icg) * pixels];
+                let pb = PackedB::pack(xg, icg, pixels, pixels, 1);
+                gemm(&self.packed[gi], &pb, &mut cols, pixels, Epilogue::NONE);
+                let og = &mut out[(b * oc + gi * ocg) * oh * ow..(b * oc + (gi + 1) * ocg) * oh * ow];
+                og.par_chunks_mut(oh * ow).enumerate().for_each(|(o, plane)| {
+                    col2im(&cols[o * kh * kw * pixels..(o + 1) * kh * kw * pixels], plane, in_hw, [oh, ow], &rw);
+                    let bias = self.bias[gi * ocg + o];
+                    plane.iter_mut().for_each(|v| *v += bias);
+                    if let Some(a) = self.attrs.activation {
+                        super::activation::apply_slice(a, plane);
+                    }
+                });
+            }
+        }
+        let mut shape = vec![n, oc];
+        shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
+        Tensor::from_vec(shape, out)
+    }
+}
+
+/// Adds cols[(ky, kx), (iy, ix)] into out[iy*sh - pt + ky*dh, ix*sw - pl + kx*dw].
+fn col2im(cols: &[f32], out: &mut [f32], in_hw: [usize; 2], out_hw: [usize; 2], rw: &accel_core::ops::ResolvedWindow) {
+    let (ih, iw) = (in_hw[0], in_hw[1]);
+    let (oh, ow) = (out_hw[0] as isize, out_hw[1] as isize);
+    let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
+    let (sh, sw) = (rw.strides[0] as isize, rw.strides[1] as isize);
+    let (dh, dw) = (rw.dilations[0] as isize, rw.dilations[1] as isize);
+    let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let src = &cols[(ky * kw + kx) * ih * iw..(ky * kw + kx + 1) * ih * iw];
+            for iy in 0..ih {
+                let oy = iy as isize * sh - pt + ky as isize * dh;
+                if oy < 0 || oy >= oh {
+                    continue;
+                }
+                let orow = &mut out[(oy * ow) as usize..((oy + 1) * ow) as usize];
+                let srow = &src[iy * iw..(iy + 1) * iw];
+                let off = kx as isize * dw - pl;
+                for (ix, &v) in srow.iter().enumerate() {
+                    let ox = ix as isize * sw + off;
+                    if ox >= 0 && ox < ow {
+                        orow[ox as usize] += v;
+                    }
+                }
+            }
+        }
+    }
+}

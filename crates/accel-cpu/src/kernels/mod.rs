@@ -1,0 +1,42 @@
+//! CPU kernels, one module per operator family. Each compiled kernel owns its packed weights.
+
+pub mod activation;
+pub mod conv;
+pub mod conv_transpose;
+pub mod gemm;
+pub mod lstm;
+pub mod matmul;
+pub mod pool;
+
+use accel_core::ir::{Node, Window};
+use accel_core::{shape_err, Error, Result, Tensor};
+
+/// An f32 [N, C, H, W] (or [N, C, L], seen as H = 1) input: data, N, C, [H, W], is_1d.
+pub(crate) fn float_input<'a>(node: &Node, x: &'a Tensor) -> Result<(&'a [f32], usize, usize, [usize; 2], bool)> {
+    let v = x.as_slice::<f32>().map_err(|e| Error::node(node, e.to_string()))?;
+    let s = x.shape();
+    match s.len() {
+        3 => Ok((v, s[0], s[1], [1, s[2]], true)),
+        4 => Ok((v, s[0], s[1], [s[2], s[3]], false)),
+        _ => Err(Error::node(node, shape_err!("expected an [N, C, H, W] or [N, C, L] input, got {s:?}").to_string())),
+    }
+}
+
+/// Lifts 1-D window attributes to 2-D with a unit leading axis.
+pub(crate) fn spatial_2d(kernel: &[usize], w: &Window, one_d: bool) -> (Vec<usize>, Window) {
+    if !one_d {
+        return (kernel.to_vec(), w.clone());
+    }
+    let lift = |v: &Vec<usize>, fill: usize| if v.is_empty() { vec![] } else { vec![fill, v[0]] };
+    let pads = if w.pads.len() == 2 { vec![0, w.pads[0], 0, w.pads[1]] } else { vec![] };
+    (
+        vec![1, kernel[0]],
+        Window {
+            kernel_shape: lift(&w.kernel_shape, 1),
+            strides: lift(&w.strides, 1),
+            dilations: lift(&w.dilations, 1),
+            pads,
+            auto_pad: w.auto_pad,
+        },
+    )
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command: sets up what the tests need, generates fresh reference data,
+# then runs formatting, lint and every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+PY=.venv/bin/python
+
+# Fresh random inputs and ONNX Runtime outputs for every shipped model and test fixture.
+rm -rf target/accel-testdata/parity
+$PY scripts/reference_outputs.py target/accel-testdata/parity models/*.onnx tests/fixtures/*.onnx --batches 1 3
+
+ACCEL_ONNX_NODE_DIR="$($PY -c 'import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/node"))')"
+export ACCEL_ONNX_NODE_DIR
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+# The portable kernels must agree with the reference too, not only the detected ISA's.
+ACCEL_CPU_ISA=portable cargo test -p accel-cpu -p accel-tests --test passes --test model_parity --lib

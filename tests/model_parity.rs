@@ -1,0 +1,47 @@
+//! Model-level parity: every shipped model and test fixture (tf2onnx and PyTorch exports) on the
+//! CPU backend against ONNX Runtime's outputs, batch 1 and 3, max abs diff <= 1e-4.
+//! The reference data is generated fresh by scripts/reference_outputs.py (the README's test
+//! command runs it) into target/accel-testdata/parity.
+
+use accel_core::npy::read_npy;
+use accel_core::{passes, Backend, CompileOptions, Tensor};
+use accel_cpu::CpuBackend;
+use accel_tests::{max_abs_diff, require, testdata_dir};
+
+const TOLERANCE: f32 = 1e-4;
+
+#[test]
+fn cpu_matches_onnx_runtime_on_every_model() {
+    let dir = testdata_dir().join("parity");
+    let manifest_path = dir.join("manifest.json");
+    if !require(manifest_path.exists(), "model parity vs ONNX Runtime", "no reference outputs; run scripts/test.sh") {
+        return;
+    }
+    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let cases = manifest["cases"].as_array().expect("cases");
+    assert!(!cases.is_empty(), "the manifest lists no cases");
+    let mut failures = Vec::new();
+    for case in cases {
+        let model = case["model"].as_str().unwrap();
+        let batch = case["batch"].as_u64().unwrap();
+        let mut g = accel_core::onnx::load_model(model).unwrap_or_else(|e| panic!("{model}: {e}"));
+        passes::optimize(&mut g).unwrap_or_else(|e| panic!("{model}: {e}"));
+        let exe = CpuBackend::new().compile(&g, &CompileOptions::default()).unwrap();
+        let inputs: Vec<Tensor> = g
+            .inputs
+            .iter()
+            .map(|vi| read_npy(dir.join(case["inputs"][&vi.name].as_str().expect("input listed"))).unwrap())
+            .collect();
+        let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
+        let outs = exe.run(&views).unwrap_or_else(|e| panic!("{model} batch {batch}: {e}"));
+        for (vi, got) in g.outputs.iter().zip(&outs) {
+            let want = read_npy(dir.join(case["outputs"][&vi.name].as_str().expect("output listed"))).unwrap();
+            let d = max_abs_diff(got, &want);
+            eprintln!("parity {model} batch {batch} output {}: max abs diff {d:.2e}", vi.name);
+            if !(d <= TOLERANCE) {
+                failures.push(format!("{model} batch {batch} output {}: max abs diff {d}", vi.name));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "outputs differ from ONNX Runtime beyond {TOLERANCE}:\n{}", failures.join("\n"));
+}
