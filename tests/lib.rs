@@ -6,7 +6,10 @@ use rand::RngExt;
 use std::path::PathBuf;
 
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
 }
 
 pub fn model_path(file: &str) -> PathBuf {
@@ -15,7 +18,9 @@ pub fn model_path(file: &str) -> PathBuf {
 
 /// Generated test data (reference outputs made by the README's test set-up).
 pub fn testdata_dir() -> PathBuf {
-    std::env::var_os("ACCEL_TESTDATA").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target/accel-testdata"))
+    std::env::var_os("ACCEL_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/accel-testdata"))
 }
 
 /// Missing prerequisites fail the test in CI and are reported as skipped elsewhere.
@@ -34,13 +39,20 @@ pub fn require(available: bool, what: &str, reason: &str) -> bool {
 pub fn random_f32(shape: &[usize], lo: f32, hi: f32) -> Tensor {
     let mut rng = rand::rng();
     let n = shape.iter().product();
-    Tensor::from_vec(shape.to_vec(), (0..n).map(|_| rng.random_range(lo..hi)).collect::<Vec<_>>()).expect("shape matches")
+    Tensor::from_vec(
+        shape.to_vec(),
+        (0..n).map(|_| rng.random_range(lo..hi)).collect::<Vec<_>>(),
+    )
+    .expect("shape matches")
 }
 
 /// Largest absolute difference; NaN where one side is NaN and the other is not.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.shape(), b.shape(), "shapes differ");
-    let (x, y) = (a.to_f32_vec().expect("numeric"), b.to_f32_vec().expect("numeric"));
+    let (x, y) = (
+        a.to_f32_vec().expect("numeric"),
+        b.to_f32_vec().expect("numeric"),
+    );
     x.iter().zip(&y).fold(0.0f32, |m, (p, q)| {
         if p.is_nan() && q.is_nan() {
             m

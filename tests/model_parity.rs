@@ -4,7 +4,7 @@
 //! command runs it) into target/accel-testdata/parity.
 
 use accel_core::npy::read_npy;
-use accel_core::{passes, Backend, CompileOptions, Tensor};
+use accel_core::{Backend, CompileOptions, Tensor, passes};
 use accel_cpu::CpuBackend;
 use accel_tests::{max_abs_diff, require, testdata_dir};
 
@@ -14,10 +14,15 @@ const TOLERANCE: f32 = 1e-4;
 fn cpu_matches_onnx_runtime_on_every_model() {
     let dir = testdata_dir().join("parity");
     let manifest_path = dir.join("manifest.json");
-    if !require(manifest_path.exists(), "model parity vs ONNX Runtime", "no reference outputs; run scripts/test.sh") {
+    if !require(
+        manifest_path.exists(),
+        "model parity vs ONNX Runtime",
+        "no reference outputs; run scripts/test.sh",
+    ) {
         return;
     }
-    let manifest: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
     let cases = manifest["cases"].as_array().expect("cases");
     assert!(!cases.is_empty(), "the manifest lists no cases");
     let mut failures = Vec::new();
@@ -26,22 +31,41 @@ fn cpu_matches_onnx_runtime_on_every_model() {
         let batch = case["batch"].as_u64().unwrap();
         let mut g = accel_core::onnx::load_model(model).unwrap_or_else(|e| panic!("{model}: {e}"));
         passes::optimize(&mut g).unwrap_or_else(|e| panic!("{model}: {e}"));
-        let exe = CpuBackend::new().compile(&g, &CompileOptions::default()).unwrap();
+        let exe = CpuBackend::new()
+            .compile(&g, &CompileOptions::default())
+            .unwrap();
         let inputs: Vec<Tensor> = g
             .inputs
             .iter()
-            .map(|vi| read_npy(dir.join(case["inputs"][&vi.name].as_str().expect("input listed"))).unwrap())
+            .map(|vi| {
+                read_npy(dir.join(case["inputs"][&vi.name].as_str().expect("input listed")))
+                    .unwrap()
+            })
             .collect();
         let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
-        let outs = exe.run(&views).unwrap_or_else(|e| panic!("{model} batch {batch}: {e}"));
+        let outs = exe
+            .run(&views)
+            .unwrap_or_else(|e| panic!("{model} batch {batch}: {e}"));
         for (vi, got) in g.outputs.iter().zip(&outs) {
-            let want = read_npy(dir.join(case["outputs"][&vi.name].as_str().expect("output listed"))).unwrap();
+            let want =
+                read_npy(dir.join(case["outputs"][&vi.name].as_str().expect("output listed")))
+                    .unwrap();
             let d = max_abs_diff(got, &want);
-            eprintln!("parity {model} batch {batch} output {}: max abs diff {d:.2e}", vi.name);
-            if !(d <= TOLERANCE) {
-                failures.push(format!("{model} batch {batch} output {}: max abs diff {d}", vi.name));
+            eprintln!(
+                "parity {model} batch {batch} output {}: max abs diff {d:.2e}",
+                vi.name
+            );
+            if d.is_nan() || d > TOLERANCE {
+                failures.push(format!(
+                    "{model} batch {batch} output {}: max abs diff {d}",
+                    vi.name
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "outputs differ from ONNX Runtime beyond {TOLERANCE}:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "outputs differ from ONNX Runtime beyond {TOLERANCE}:\n{}",
+        failures.join("\n")
+    );
 }

@@ -10,5 +10,8 @@ pub const BACKEND_IDS: &[&str] = &["candle-cpu", "candle-cuda"];
 
 /// Probes this machine for the backends of this crate.
 pub fn probe() -> Vec<Probe> {
-    BACKEND_IDS.iter().map(|id| Probe::unavailable(*id, "the candle backend is not implemented yet (issue #8)")).collect()
+    BACKEND_IDS
+        .iter()
+        .map(|id| Probe::unavailable(*id, "the candle backend is not implemented yet (issue #8)"))
+        .collect()
 }

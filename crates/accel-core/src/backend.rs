@@ -61,6 +61,9 @@ pub struct Probe {
 
 impl Probe {
     pub fn unavailable(id: impl Into<String>, reason: impl Into<String>) -> Probe {
-        Probe { id: id.into(), backend: Err(reason.into()) }
+        Probe {
+            id: id.into(),
+            backend: Err(reason.into()),
+        }
     }
 }

@@ -8,28 +8,54 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 
     #[error("not a valid ONNX model: {0}")]
     InvalidModel(String),
 
     #[error("unsupported operator {op_type} (domain '{domain}', opset {opset}) at node '{node}'")]
-    UnsupportedOp { op_type: String, domain: String, opset: i64, node: String },
+    UnsupportedOp {
+        op_type: String,
+        domain: String,
+        opset: i64,
+        node: String,
+    },
 
     #[error("node '{node}' ({op_type}): {message}")]
-    InvalidNode { node: String, op_type: String, message: String },
+    InvalidNode {
+        node: String,
+        op_type: String,
+        message: String,
+    },
 
-    #[error("unsupported data type {0} (accel handles float32, float16, int64, int32, uint8, bool)")]
+    #[error(
+        "unsupported data type {0} (accel handles float32, float16, int64, int32, uint8, bool)"
+    )]
     UnsupportedDType(String),
 
     #[error("input '{name}': expected dtype {expected}, got {actual}")]
-    DTypeMismatch { name: String, expected: DType, actual: DType },
+    DTypeMismatch {
+        name: String,
+        expected: DType,
+        actual: DType,
+    },
 
     #[error("input '{name}': expected shape {expected}, got {actual:?}")]
-    ShapeMismatch { name: String, expected: String, actual: Vec<usize> },
+    ShapeMismatch {
+        name: String,
+        expected: String,
+        actual: Vec<usize>,
+    },
 
     #[error("expected {expected} input(s) ({names}), got {actual}")]
-    InputCount { expected: usize, actual: usize, names: String },
+    InputCount {
+        expected: usize,
+        actual: usize,
+        names: String,
+    },
 
     #[error("shape error: {0}")]
     Shape(String),
@@ -46,7 +72,10 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
     }
 
     pub fn node(node: &crate::Node, message: impl Into<String>) -> Self {

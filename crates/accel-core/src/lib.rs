@@ -18,7 +18,7 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use half;
 pub use ir::{Dim, Graph, Node, Op, ValueInfo};
-pub use tensor::{numel, Element, Tensor, TensorData, TensorDataRef, TensorView};
+pub use tensor::{Element, Tensor, TensorData, TensorDataRef, TensorView, numel};
 
 /// Loads an ONNX file and runs the graph passes: what every backend compiles.
 pub fn load_optimized(path: impl AsRef<std::path::Path>) -> Result<Graph> {

@@ -6,20 +6,32 @@ use npyz::WriterBuilder;
 use std::path::Path;
 
 fn npy_err(path: &Path, message: impl std::fmt::Display) -> Error {
-    Error::Npy { path: path.display().to_string(), message: message.to_string() }
+    Error::Npy {
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
 }
 
 pub fn read_npy(path: impl AsRef<Path>) -> Result<Tensor> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| npy_err(path, format!("not a valid .npy file ({e})")))?;
+    let npy = npyz::NpyFile::new(&bytes[..])
+        .map_err(|e| npy_err(path, format!("not a valid .npy file ({e})")))?;
     if npy.order() == npyz::Order::Fortran {
-        return Err(npy_err(path, "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"));
+        return Err(npy_err(
+            path,
+            "Fortran-ordered arrays are not supported; save with np.ascontiguousarray",
+        ));
     }
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let descr = match npy.dtype() {
         npyz::DType::Plain(ts) => ts.to_string(),
-        other => return Err(npy_err(path, format!("structured dtype {} is not supported", other.descr()))),
+        other => {
+            return Err(npy_err(
+                path,
+                format!("structured dtype {} is not supported", other.descr()),
+            ));
+        }
     };
     let bad = |e: std::io::Error| npy_err(path, format!("cannot read data ({e})"));
     let data = match descr.trim_start_matches(['<', '|', '=']) {
@@ -32,8 +44,10 @@ pub fn read_npy(path: impl AsRef<Path>) -> Result<Tensor> {
         other => {
             return Err(npy_err(
                 path,
-                format!("dtype '{other}' is not supported (use float32, float16, int64, int32, uint8 or bool)"),
-            ))
+                format!(
+                    "dtype '{other}' is not supported (use float32, float16, int64, int32, uint8 or bool)"
+                ),
+            ));
         }
     };
     Tensor::new(shape, data).map_err(|e| npy_err(path, e))
@@ -47,7 +61,12 @@ pub fn write_npy(path: impl AsRef<Path>, t: &Tensor) -> Result<()> {
     let io = |e: std::io::Error| Error::io(path, e);
     macro_rules! write_all {
         ($v:expr, $ty:ty) => {{
-            let mut writer = npyz::WriteOptions::<$ty>::new().default_dtype().shape(&shape).writer(&mut w).begin_nd().map_err(io)?;
+            let mut writer = npyz::WriteOptions::<$ty>::new()
+                .default_dtype()
+                .shape(&shape)
+                .writer(&mut w)
+                .begin_nd()
+                .map_err(io)?;
             writer.extend($v.iter().copied()).map_err(io)?;
             writer.finish().map_err(io)?;
         }};
@@ -97,7 +116,10 @@ mod tests {
             assert_eq!(&read_npy(&p).unwrap(), t);
         }
         std::fs::write(dir.join("bad.npy"), b"not numpy").unwrap();
-        assert!(matches!(read_npy(dir.join("bad.npy")), Err(Error::Npy { .. })));
+        assert!(matches!(
+            read_npy(dir.join("bad.npy")),
+            Err(Error::Npy { .. })
+        ));
         std::fs::remove_dir_all(&dir).ok();
     }
 }

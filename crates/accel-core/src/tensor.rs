@@ -85,12 +85,30 @@ element!(bool, Bool);
 macro_rules! dispatch_data {
     ($data:expr, $T:ident, $v:ident => $body:expr) => {
         match $data {
-            $crate::TensorData::F32($v) => { type $T = f32; $body }
-            $crate::TensorData::F16($v) => { type $T = $crate::half::f16; $body }
-            $crate::TensorData::I64($v) => { type $T = i64; $body }
-            $crate::TensorData::I32($v) => { type $T = i32; $body }
-            $crate::TensorData::U8($v) => { type $T = u8; $body }
-            $crate::TensorData::Bool($v) => { type $T = bool; $body }
+            $crate::TensorData::F32($v) => {
+                type $T = f32;
+                $body
+            }
+            $crate::TensorData::F16($v) => {
+                type $T = $crate::half::f16;
+                $body
+            }
+            $crate::TensorData::I64($v) => {
+                type $T = i64;
+                $body
+            }
+            $crate::TensorData::I32($v) => {
+                type $T = i32;
+                $body
+            }
+            $crate::TensorData::U8($v) => {
+                type $T = u8;
+                $body
+            }
+            $crate::TensorData::Bool($v) => {
+                type $T = bool;
+                $body
+            }
         }
     };
 }
@@ -212,12 +230,18 @@ impl Tensor {
     }
 
     pub fn scalar<T: Element>(v: T) -> Tensor {
-        Tensor { shape: vec![], data: T::wrap(vec![v]) }
+        Tensor {
+            shape: vec![],
+            data: T::wrap(vec![v]),
+        }
     }
 
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Tensor {
         let n = numel(&shape);
-        Tensor { shape, data: TensorData::zeros(dtype, n) }
+        Tensor {
+            shape,
+            data: TensorData::zeros(dtype, n),
+        }
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -253,7 +277,10 @@ impl Tensor {
     }
 
     pub fn view(&self) -> TensorView<'_> {
-        TensorView { shape: &self.shape, data: self.data.as_ref() }
+        TensorView {
+            shape: &self.shape,
+            data: self.data.as_ref(),
+        }
     }
 
     /// The elements as `T`, or a dtype error naming what the tensor holds.
@@ -263,11 +290,13 @@ impl Tensor {
 
     pub fn as_slice_mut<T: Element>(&mut self) -> Result<&mut [T]> {
         let dt = self.dtype();
-        T::slice_mut(&mut self.data).ok_or_else(|| Error::Other(format!("expected {} tensor, got {dt}", T::DTYPE)))
+        T::slice_mut(&mut self.data)
+            .ok_or_else(|| Error::Other(format!("expected {} tensor, got {dt}", T::DTYPE)))
     }
 
     pub fn into_vec<T: Element>(self) -> Result<Vec<T>> {
-        T::unwrap(self.data).map_err(|d| Error::Other(format!("expected {} tensor, got {}", T::DTYPE, d.dtype())))
+        T::unwrap(self.data)
+            .map_err(|d| Error::Other(format!("expected {} tensor, got {}", T::DTYPE, d.dtype())))
     }
 
     fn dtype_error(&self, want: DType) -> Error {
@@ -286,7 +315,10 @@ impl Tensor {
             TensorData::I32(v) => Ok(v.iter().map(|&x| x as i64).collect()),
             TensorData::U8(v) => Ok(v.iter().map(|&x| x as i64).collect()),
             TensorData::Bool(v) => Ok(v.iter().map(|&x| x as i64).collect()),
-            other => Err(Error::Other(format!("expected an integer tensor, got {}", other.dtype()))),
+            other => Err(Error::Other(format!(
+                "expected an integer tensor, got {}",
+                other.dtype()
+            ))),
         }
     }
 
@@ -332,14 +364,22 @@ impl<'a> TensorView<'a> {
     }
 
     pub fn as_slice<T: Element>(&self) -> Result<&'a [T]> {
-        T::slice_ref(self.data).ok_or_else(|| Error::Other(format!("expected {} tensor, got {}", T::DTYPE, self.dtype())))
+        T::slice_ref(self.data).ok_or_else(|| {
+            Error::Other(format!(
+                "expected {} tensor, got {}",
+                T::DTYPE,
+                self.dtype()
+            ))
+        })
     }
 
     pub fn to_tensor(&self) -> Tensor {
-        Tensor { shape: self.shape.to_vec(), data: self.data.to_owned() }
+        Tensor {
+            shape: self.shape.to_vec(),
+            data: self.data.to_owned(),
+        }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -28,7 +28,9 @@ enum Kernel {
     Lstm(LstmKernel),
     /// Heavy op whose weights arrive at run time: packed per run.
     Dynamic,
-    Pool { max: bool },
+    Pool {
+        max: bool,
+    },
     /// Light op evaluated by core's reference implementation.
     Core,
 }
@@ -70,11 +72,19 @@ impl CpuExecutable {
         }
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
-            let ins = node
-                .inputs
-                .iter()
-                .map(|i| if i.is_empty() { Ok(None) } else { slots.get(i.as_str()).copied().map(Some).ok_or_else(|| Error::node(node, format!("reads unknown value '{i}'"))) })
-                .collect::<Result<Vec<_>>>()?;
+            let ins =
+                node.inputs
+                    .iter()
+                    .map(|i| {
+                        if i.is_empty() {
+                            Ok(None)
+                        } else {
+                            slots.get(i.as_str()).copied().map(Some).ok_or_else(|| {
+                                Error::node(node, format!("reads unknown value '{i}'"))
+                            })
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
             let mut outs = Vec::new();
             for o in &node.outputs {
                 if o.is_empty() {
@@ -86,15 +96,34 @@ impl CpuExecutable {
                 }
             }
             let kernel = compile_node(graph, node)?;
-            steps.push(Step { node: node.clone(), kernel, inputs: ins, outputs: outs, frees: vec![] });
+            steps.push(Step {
+                node: node.clone(),
+                kernel,
+                inputs: ins,
+                outputs: outs,
+                frees: vec![],
+            });
         }
         let outputs = graph
             .outputs
             .iter()
-            .map(|o| slots.get(o.name.as_str()).copied().ok_or_else(|| Error::InvalidModel(format!("output '{}' is never produced", o.name))))
+            .map(|o| {
+                slots.get(o.name.as_str()).copied().ok_or_else(|| {
+                    Error::InvalidModel(format!("output '{}' is never produced", o.name))
+                })
+            })
             .collect::<Result<Vec<_>>>()?;
         // Free each value after its last reader, unless it is a graph output.
-        let keep: Vec<usize> = outputs.iter().filter_map(|s| if let Slot::Value(v) = s { Some(*v) } else { None }).collect();
+        let keep: Vec<usize> = outputs
+            .iter()
+            .filter_map(|s| {
+                if let Slot::Value(v) = s {
+                    Some(*v)
+                } else {
+                    None
+                }
+            })
+            .collect();
         let mut last_use: HashMap<usize, usize> = HashMap::new();
         for (si, s) in steps.iter().enumerate() {
             for slot in s.inputs.iter().flatten() {
@@ -113,8 +142,19 @@ impl CpuExecutable {
             .thread_name(|i| format!("accel-cpu-{i}"))
             .build()
             .map_err(|e| Error::Other(format!("cannot start {threads} CPU worker threads: {e}")))?;
-        let input_graph = Graph { inputs: graph.inputs.clone(), ..Default::default() };
-        Ok(CpuExecutable { inputs, input_graph, outputs, consts, steps, num_values, pool })
+        let input_graph = Graph {
+            inputs: graph.inputs.clone(),
+            ..Default::default()
+        };
+        Ok(CpuExecutable {
+            inputs,
+            input_graph,
+            outputs,
+            consts,
+            steps,
+            num_values,
+            pool,
+        })
     }
 
     fn check_inputs(&self, inputs: &[TensorView]) -> Result<()> {
@@ -122,13 +162,22 @@ impl CpuExecutable {
             return Err(Error::InputCount {
                 expected: self.inputs.len(),
                 actual: inputs.len(),
-                names: self.inputs.iter().map(|(_, v)| v.name.as_str()).collect::<Vec<_>>().join(", "),
+                names: self
+                    .inputs
+                    .iter()
+                    .map(|(_, v)| v.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         let mut shapes = Vec::new();
         for ((_, vi), t) in self.inputs.iter().zip(inputs) {
             if t.dtype() != vi.dtype {
-                return Err(Error::DTypeMismatch { name: vi.name.clone(), expected: vi.dtype, actual: t.dtype() });
+                return Err(Error::DTypeMismatch {
+                    name: vi.name.clone(),
+                    expected: vi.dtype,
+                    actual: t.dtype(),
+                });
             }
             shapes.push((vi.name.as_str(), t.shape()));
         }
@@ -143,17 +192,25 @@ fn compile_node(graph: &Graph, node: &Node) -> Result<Kernel> {
     let f32_weight = |i: usize| c(i).filter(|t| t.dtype() == DType::F32);
     Ok(match &node.op {
         Op::Conv(a) => match f32_weight(1) {
-            Some(w) if node.input(2).is_none() || c(2).is_some() => Kernel::Conv(ConvKernel::new(node, a, w, c(2))?),
+            Some(w) if node.input(2).is_none() || c(2).is_some() => {
+                Kernel::Conv(ConvKernel::new(node, a, w, c(2))?)
+            }
             _ => Kernel::Dynamic,
         },
         Op::ConvTranspose(a) => match f32_weight(1) {
-            Some(w) if node.input(2).is_none() || c(2).is_some() => Kernel::ConvTranspose(ConvTransposeKernel::new(node, a, w, c(2))?),
+            Some(w) if node.input(2).is_none() || c(2).is_some() => {
+                Kernel::ConvTranspose(ConvTransposeKernel::new(node, a, w, c(2))?)
+            }
             _ => Kernel::Dynamic,
         },
-        Op::MatMul { activation } => Kernel::MatMul(MatMulKernel::new(node, f32_weight(1), *activation)?),
+        Op::MatMul { activation } => {
+            Kernel::MatMul(MatMulKernel::new(node, f32_weight(1), *activation)?)
+        }
         Op::Gemm(g) => Kernel::Gemm(GemmKernel::new(node, g, f32_weight(1))?),
         Op::Lstm(l) => match (f32_weight(1), f32_weight(2)) {
-            (Some(w), Some(r)) if node.input(3).is_none() || c(3).is_some() => Kernel::Lstm(LstmKernel::new(node, l, w, r, c(3))?),
+            (Some(w), Some(r)) if node.input(3).is_none() || c(3).is_some() => {
+                Kernel::Lstm(LstmKernel::new(node, l, w, r, c(3))?)
+            }
             _ => Kernel::Dynamic,
         },
         Op::MaxPool(_) => Kernel::Pool { max: true },
@@ -163,13 +220,27 @@ fn compile_node(graph: &Graph, node: &Node) -> Result<Kernel> {
 }
 
 fn require<'a>(node: &Node, ins: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor> {
-    ins.get(i).copied().flatten().ok_or_else(|| Error::node(node, format!("input {i} is required")))
+    ins.get(i)
+        .copied()
+        .flatten()
+        .ok_or_else(|| Error::node(node, format!("input {i} is required")))
 }
 
 /// Heavy ops only take f32 on this backend; say so instead of failing deep in a kernel.
 fn require_f32(node: &Node, ins: &[Option<&Tensor>]) -> Result<()> {
-    match ins.iter().flatten().find(|t| t.dtype() != DType::F32 && t.dtype() != DType::I32 && t.dtype() != DType::I64) {
-        Some(t) => Err(Error::node(node, format!("the CPU backend runs {} in f32 only, got {}", node.op.name(), t.dtype()))),
+    match ins
+        .iter()
+        .flatten()
+        .find(|t| t.dtype() != DType::F32 && t.dtype() != DType::I32 && t.dtype() != DType::I64)
+    {
+        Some(t) => Err(Error::node(
+            node,
+            format!(
+                "the CPU backend runs {} in f32 only, got {}",
+                node.op.name(),
+                t.dtype()
+            ),
+        )),
         None => Ok(()),
     }
 }
@@ -186,7 +257,12 @@ fn run_step(step: &Step, ins: &[Option<&Tensor>], owned_x: Option<Tensor>) -> Re
         }
         Kernel::Gemm(k) => {
             require_f32(node, ins)?;
-            Ok(vec![k.run(node, x()?, require(node, ins, 1)?, ins.get(2).copied().flatten())?])
+            Ok(vec![k.run(
+                node,
+                x()?,
+                require(node, ins, 1)?,
+                ins.get(2).copied().flatten(),
+            )?])
         }
         Kernel::Lstm(k) => {
             require_f32(node, ins)?;
@@ -199,7 +275,9 @@ fn run_step(step: &Step, ins: &[Option<&Tensor>], owned_x: Option<Tensor>) -> Re
             let b = ins.get(2).copied().flatten();
             match &node.op {
                 Op::Conv(a) => Ok(vec![ConvKernel::new(node, a, w, b)?.run(node, x()?)?]),
-                Op::ConvTranspose(a) => Ok(vec![ConvTransposeKernel::new(node, a, w, b)?.run(node, x()?)?]),
+                Op::ConvTranspose(a) => Ok(vec![
+                    ConvTransposeKernel::new(node, a, w, b)?.run(node, x()?)?,
+                ]),
                 Op::Lstm(l) => {
                     let r = require(node, ins, 2)?;
                     let b = ins.get(3).copied().flatten();
@@ -222,9 +300,24 @@ fn run_step(step: &Step, ins: &[Option<&Tensor>], owned_x: Option<Tensor>) -> Re
             if let Some(t) = owned_x {
                 let err = |e: Error| Error::node(node, e.to_string());
                 let shape = match &node.op {
-                    Op::Reshape { allowzero } => reshape_shape(t.shape(), &require(node, ins, 1)?.to_i64_vec()?, *allowzero).map_err(err)?,
-                    Op::Squeeze => squeeze_shape(t.shape(), ins.get(1).copied().flatten().map(|a| a.to_i64_vec()).transpose()?.as_deref()).map_err(err)?,
-                    Op::Unsqueeze => unsqueeze_shape(t.shape(), &require(node, ins, 1)?.to_i64_vec()?).map_err(err)?,
+                    Op::Reshape { allowzero } => {
+                        reshape_shape(t.shape(), &require(node, ins, 1)?.to_i64_vec()?, *allowzero)
+                            .map_err(err)?
+                    }
+                    Op::Squeeze => squeeze_shape(
+                        t.shape(),
+                        ins.get(1)
+                            .copied()
+                            .flatten()
+                            .map(|a| a.to_i64_vec())
+                            .transpose()?
+                            .as_deref(),
+                    )
+                    .map_err(err)?,
+                    Op::Unsqueeze => {
+                        unsqueeze_shape(t.shape(), &require(node, ins, 1)?.to_i64_vec()?)
+                            .map_err(err)?
+                    }
                     _ => unreachable!("only reshapes are given ownership"),
                 };
                 return Ok(vec![t.reshape(shape)?]);
@@ -244,9 +337,14 @@ impl Executable for CpuExecutable {
         self.pool.install(|| -> Result<()> {
             for step in &self.steps {
                 // Reshape-like ops may take their input instead of copying it.
-                let movable = matches!(step.node.op, Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze);
+                let movable = matches!(
+                    step.node.op,
+                    Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze
+                );
                 let owned_x = match step.inputs.first() {
-                    Some(Some(Slot::Value(v))) if movable && step.frees.contains(v) => env[*v].take(),
+                    Some(Some(Slot::Value(v))) if movable && step.frees.contains(v) => {
+                        env[*v].take()
+                    }
                     _ => None,
                 };
                 let outs = {
@@ -278,7 +376,9 @@ impl Executable for CpuExecutable {
             .iter()
             .map(|s| match s {
                 Slot::Const(c) => Ok(self.consts[*c].as_ref().clone()),
-                Slot::Value(v) => env[*v].take().ok_or_else(|| Error::Other("an output was not computed".into())),
+                Slot::Value(v) => env[*v]
+                    .take()
+                    .ok_or_else(|| Error::Other("an output was not computed".into())),
             })
             .collect()
     }

@@ -21,14 +21,21 @@ impl CpuBackend {
 
     /// Threads used when the options say nothing: one per available core.
     pub fn default_threads() -> usize {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     }
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
@@ -39,9 +46,17 @@ impl Backend for CpuBackend {
 
     fn device(&self) -> DeviceInfo {
         DeviceInfo {
-            name: format!("{} ({} threads, {})", cpu_model(), Self::default_threads(), isa::active().name()),
+            name: format!(
+                "{} ({} threads, {})",
+                cpu_model(),
+                Self::default_threads(),
+                isa::active().name()
+            ),
             kind: "cpu".into(),
-            details: vec![("isa".into(), isa::active().name().into()), ("arch".into(), std::env::consts::ARCH.into())],
+            details: vec![
+                ("isa".into(), isa::active().name().into()),
+                ("arch".into(), std::env::consts::ARCH.into()),
+            ],
         }
     }
 

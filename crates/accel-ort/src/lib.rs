@@ -10,5 +10,13 @@ pub const BACKEND_IDS: &[&str] = &["ort-cpu", "ort-openvino", "ort-cuda", "ort-t
 
 /// Probes this machine for the backends of this crate.
 pub fn probe() -> Vec<Probe> {
-    BACKEND_IDS.iter().map(|id| Probe::unavailable(*id, "the ONNX Runtime backend is not implemented yet (issue #3)")).collect()
+    BACKEND_IDS
+        .iter()
+        .map(|id| {
+            Probe::unavailable(
+                *id,
+                "the ONNX Runtime backend is not implemented yet (issue #3)",
+            )
+        })
+        .collect()
 }

@@ -9,7 +9,7 @@ mod registry;
 mod session;
 
 pub use accel_core::{CompileOptions, DType, Error, Precision, Result, Tensor, TensorView};
-pub use registry::{available_backend, probe_backends, BackendEntry};
+pub use registry::{BackendEntry, available_backend, probe_backends};
 pub use session::{Session, SessionBuilder};
 
 /// The shipped models, by short name: `crnn` (meter reader) and `unet` (defect segmenter).

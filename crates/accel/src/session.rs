@@ -2,7 +2,7 @@
 
 use crate::registry::available_backend;
 use accel_core::ir::{Graph, ValueInfo};
-use accel_core::{passes, CompileOptions, Executable, Result, Tensor, TensorView};
+use accel_core::{CompileOptions, Executable, Result, Tensor, TensorView, passes};
 use std::path::Path;
 
 pub struct SessionBuilder {
@@ -38,7 +38,12 @@ impl SessionBuilder {
     pub fn compile(self, graph: Graph) -> Result<Session> {
         let backend = available_backend(&self.backend)?;
         let exe = backend.compile(&graph, &self.options)?;
-        Ok(Session { backend: backend.id().to_string(), inputs: graph.inputs, outputs: graph.outputs, exe })
+        Ok(Session {
+            backend: backend.id().to_string(),
+            inputs: graph.inputs,
+            outputs: graph.outputs,
+            exe,
+        })
     }
 }
 
@@ -51,7 +56,10 @@ pub struct Session {
 
 impl Session {
     pub fn builder() -> SessionBuilder {
-        SessionBuilder { backend: "cpu".into(), options: CompileOptions::default() }
+        SessionBuilder {
+            backend: "cpu".into(),
+            options: CompileOptions::default(),
+        }
     }
 
     pub fn backend(&self) -> &str {

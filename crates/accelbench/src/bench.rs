@@ -3,7 +3,7 @@
 use crate::{print_json, resolve_model, system, table};
 use accel::{Error, Result, Session, Tensor, TensorView};
 use accel_core::ir::Dim;
-use accel_core::{passes, DType, Graph};
+use accel_core::{DType, Graph, passes};
 use accel_planner::measure::measure;
 use rand::RngExt;
 use serde::Serialize;
@@ -65,23 +65,35 @@ fn random_inputs(graph: &Graph, batch: usize) -> Result<Vec<Tensor>> {
         .inputs
         .iter()
         .map(|vi| {
-            let dims = vi.shape.as_ref().ok_or_else(|| Error::Other(format!("input '{}' has no declared shape", vi.name)))?;
+            let dims = vi.shape.as_ref().ok_or_else(|| {
+                Error::Other(format!("input '{}' has no declared shape", vi.name))
+            })?;
             let shape: Vec<usize> = dims
                 .iter()
                 .enumerate()
                 .map(|(i, d)| match d {
-                    Dim::Known(n) if i == 0 && *n != batch => {
-                        Err(Error::Other(format!("input '{}' has a fixed batch of {n}; use --batch {n}", vi.name)))
-                    }
+                    Dim::Known(n) if i == 0 && *n != batch => Err(Error::Other(format!(
+                        "input '{}' has a fixed batch of {n}; use --batch {n}",
+                        vi.name
+                    ))),
                     Dim::Known(n) => Ok(*n),
                     Dim::Sym(_) if i == 0 => Ok(batch),
-                    Dim::Sym(s) => Err(Error::Other(format!("input '{}' has a free dimension '{s}' besides the batch", vi.name))),
+                    Dim::Sym(s) => Err(Error::Other(format!(
+                        "input '{}' has a free dimension '{s}' besides the batch",
+                        vi.name
+                    ))),
                 })
                 .collect::<Result<_>>()?;
             let n: usize = shape.iter().product();
             match vi.dtype {
-                DType::F32 => Tensor::from_vec(shape, (0..n).map(|_| rng.random::<f32>()).collect::<Vec<_>>()),
-                other => Err(Error::Other(format!("bench makes random inputs for f32 only; input '{}' is {other}", vi.name))),
+                DType::F32 => Tensor::from_vec(
+                    shape,
+                    (0..n).map(|_| rng.random::<f32>()).collect::<Vec<_>>(),
+                ),
+                other => Err(Error::Other(format!(
+                    "bench makes random inputs for f32 only; input '{}' is {other}",
+                    vi.name
+                ))),
             }
         })
         .collect()
@@ -105,8 +117,21 @@ fn max_abs_diff(a: &[Tensor], b: &[Tensor]) -> Option<f64> {
     Some(m)
 }
 
-fn bench_backend(a: &Args, graph: &Graph, id: &str, inputs: &[Tensor], reference: Option<&[Tensor]>) -> BenchResult {
-    let mut r = BenchResult { backend: id.to_string(), batch: a.batch, threads: a.threads, precision: "f32".into(), iters: 0, ..Default::default() };
+fn bench_backend(
+    a: &Args,
+    graph: &Graph,
+    id: &str,
+    inputs: &[Tensor],
+    reference: Option<&[Tensor]>,
+) -> BenchResult {
+    let mut r = BenchResult {
+        backend: id.to_string(),
+        batch: a.batch,
+        threads: a.threads,
+        precision: "f32".into(),
+        iters: 0,
+        ..Default::default()
+    };
     let fail = |mut r: BenchResult, status: &str, e: Error| {
         r.status = status.into();
         r.reason = Some(match e {
@@ -157,7 +182,9 @@ fn bench_backend(a: &Args, graph: &Graph, id: &str, inputs: &[Tensor], reference
     };
     // Energy counted over warm-up and timed runs together, per image.
     r.energy_mj = match (e0, e1) {
-        (Some(x), Some(y)) if y >= x => Some((y - x) as f64 / 1e3 / ((a.warmup + r.iters) * a.batch) as f64),
+        (Some(x), Some(y)) if y >= x => {
+            Some((y - x) as f64 / 1e3 / ((a.warmup + r.iters) * a.batch) as f64)
+        }
         _ => None,
     };
     r
@@ -184,19 +211,37 @@ pub fn run(mut a: Args) -> Result<()> {
             .compile(graph.clone())
             .and_then(|s| s.run(&inputs.iter().map(|t| t.view()).collect::<Vec<_>>()))
             .ok();
-        let results = a.backends.iter().map(|id| bench_backend(&a, &graph, id, &inputs, reference.as_deref())).collect();
-        reports.push(ModelReport { model: path.display().to_string(), results });
+        let results = a
+            .backends
+            .iter()
+            .map(|id| bench_backend(&a, &graph, id, &inputs, reference.as_deref()))
+            .collect();
+        reports.push(ModelReport {
+            model: path.display().to_string(),
+            results,
+        });
     }
     if a.json {
-        return if reports.len() == 1 { print_json(&reports[0]) } else { print_json(&reports) };
+        return if reports.len() == 1 {
+            print_json(&reports[0])
+        } else {
+            print_json(&reports)
+        };
     }
     let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or("-".to_string(), f);
     let mut rows = Vec::new();
     for rep in &reports {
-        let model = std::path::Path::new(&rep.model).file_name().map_or(rep.model.clone(), |f| f.to_string_lossy().into_owned());
+        let model = std::path::Path::new(&rep.model)
+            .file_name()
+            .map_or(rep.model.clone(), |f| f.to_string_lossy().into_owned());
         for r in &rep.results {
             if r.status != "ok" {
-                rows.push(vec![model.clone(), r.backend.clone(), r.status.clone(), r.reason.clone().unwrap_or_default()]);
+                rows.push(vec![
+                    model.clone(),
+                    r.backend.clone(),
+                    r.status.clone(),
+                    r.reason.clone().unwrap_or_default(),
+                ]);
                 continue;
             }
             rows.push(vec![
@@ -215,10 +260,27 @@ pub fn run(mut a: Args) -> Result<()> {
             ]);
         }
     }
-    let headers = ["model", "backend", "status", "batch", "init ms", "p50 ms", "p90 ms", "p99 ms", "img/s", "peak MB", "mJ/img", "max|diff|"];
+    let headers = [
+        "model",
+        "backend",
+        "status",
+        "batch",
+        "init ms",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "img/s",
+        "peak MB",
+        "mJ/img",
+        "max|diff|",
+    ];
     println!("{}", table::render(&headers, &rows));
     let mut seen = Vec::new();
-    for r in reports.iter().flat_map(|rep| &rep.results).filter(|r| r.status == "ok") {
+    for r in reports
+        .iter()
+        .flat_map(|rep| &rep.results)
+        .filter(|r| r.status == "ok")
+    {
         if !seen.contains(&&r.backend) {
             seen.push(&r.backend);
             println!("{}: {}", r.backend, r.device);

@@ -23,8 +23,18 @@ pub fn run(a: Args) -> accel::Result<()> {
     let rows: Vec<Row> = accel::probe_backends()
         .into_iter()
         .map(|e| match e.backend {
-            Ok(b) => Row { backend: e.id, status: "available", device: b.device().name, reason: None },
-            Err(r) => Row { backend: e.id, status: "unavailable", device: String::new(), reason: Some(r) },
+            Ok(b) => Row {
+                backend: e.id,
+                status: "available",
+                device: b.device().name,
+                reason: None,
+            },
+            Err(r) => Row {
+                backend: e.id,
+                status: "unavailable",
+                device: String::new(),
+                reason: Some(r),
+            },
         })
         .collect();
     if a.json {
@@ -32,8 +42,21 @@ pub fn run(a: Args) -> accel::Result<()> {
     }
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| vec![r.backend.clone(), r.status.to_string(), if r.device.is_empty() { r.reason.clone().unwrap_or_default() } else { r.device.clone() }])
+        .map(|r| {
+            vec![
+                r.backend.clone(),
+                r.status.to_string(),
+                if r.device.is_empty() {
+                    r.reason.clone().unwrap_or_default()
+                } else {
+                    r.device.clone()
+                },
+            ]
+        })
         .collect();
-    println!("{}", table::render(&["backend", "status", "device / reason"], &cells));
+    println!(
+        "{}",
+        table::render(&["backend", "status", "device / reason"], &cells)
+    );
     Ok(())
 }

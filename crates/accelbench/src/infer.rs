@@ -35,7 +35,16 @@ struct OutputFile {
 
 /// Output names become file names: every character outside [A-Za-z0-9._-] turns into '_'.
 pub fn file_name_for(output: &str) -> String {
-    let s: String = output.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    let s: String = output
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("{s}.npy")
 }
 
@@ -55,14 +64,29 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mut tensors = Vec::new();
     for vi in session.inputs() {
-        let t = given.iter().find(|(n, _)| *n == vi.name).map(|(_, t)| t).ok_or_else(|| {
-            Error::Other(format!("missing --input {}=FILE.npy ({} {})", vi.name, vi.dtype, vi.shape_string()))
-        })?;
+        let t = given
+            .iter()
+            .find(|(n, _)| *n == vi.name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "missing --input {}=FILE.npy ({} {})",
+                    vi.name,
+                    vi.dtype,
+                    vi.shape_string()
+                ))
+            })?;
         tensors.push(t);
     }
-    if let Some((n, _)) = given.iter().find(|(n, _)| !session.inputs().iter().any(|v| &v.name == n)) {
+    if let Some((n, _)) = given
+        .iter()
+        .find(|(n, _)| !session.inputs().iter().any(|v| &v.name == n))
+    {
         let names: Vec<&str> = session.inputs().iter().map(|v| v.name.as_str()).collect();
-        return Err(Error::Other(format!("the model has no input '{n}' (inputs: {})", names.join(", "))));
+        return Err(Error::Other(format!(
+            "the model has no input '{n}' (inputs: {})",
+            names.join(", ")
+        )));
     }
     let views: Vec<TensorView> = tensors.iter().map(|t| t.view()).collect();
     let start = std::time::Instant::now();
@@ -73,7 +97,12 @@ pub fn run(a: Args) -> Result<()> {
     for (vi, t) in session.outputs().iter().zip(&outputs) {
         let path = a.out.join(file_name_for(&vi.name));
         write_npy(&path, t)?;
-        written.push(OutputFile { name: vi.name.clone(), file: path.display().to_string(), shape: t.shape().to_vec(), dtype: t.dtype().to_string() });
+        written.push(OutputFile {
+            name: vi.name.clone(),
+            file: path.display().to_string(),
+            shape: t.shape().to_vec(),
+            dtype: t.dtype().to_string(),
+        });
     }
     if a.json {
         return print_json(&serde_json::json!({

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "accelbench", version, about = "accel: devices, inference and benchmarks side by side")]
+#[command(
+    name = "accelbench",
+    version,
+    about = "accel: devices, inference and benchmarks side by side"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,8 @@ fn main() -> ExitCode {
 
 /// Prints one JSON document on stdout.
 fn print_json(v: &impl serde::Serialize) -> accel::Result<()> {
-    let s = serde_json::to_string_pretty(v).map_err(|e| accel::Error::Other(format!("cannot encode JSON: {e}")))?;
+    let s = serde_json::to_string_pretty(v)
+        .map_err(|e| accel::Error::Other(format!("cannot encode JSON: {e}")))?;
     println!("{s}");
     Ok(())
 }
@@ -57,9 +62,10 @@ fn resolve_model(arg: &str) -> accel::Result<std::path::PathBuf> {
     }
     match accel::shipped_model(arg) {
         Some(p) if p.exists() => Ok(p),
-        _ if arg.ends_with(".onnx") || arg.contains('/') => {
-            Err(accel::Error::io(&p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")))
-        }
+        _ if arg.ends_with(".onnx") || arg.contains('/') => Err(accel::Error::io(
+            &p,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        )),
         _ => Err(accel::Error::Other(format!(
             "'{arg}' is neither a file nor a shipped model (crnn, unet); set ACCEL_MODELS_DIR or run from the repository root"
         ))),

@@ -23,5 +23,9 @@ pub fn peak_rss_mb() -> Option<f64> {
 
 /// Cumulative package energy in microjoules from RAPL (powercap), if readable.
 pub fn energy_uj() -> Option<u64> {
-    std::fs::read_to_string("/sys/class/powercap/intel-rapl:0/energy_uj").ok()?.trim().parse().ok()
+    std::fs::read_to_string("/sys/class/powercap/intel-rapl:0/energy_uj")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

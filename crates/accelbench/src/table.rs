@@ -8,7 +8,14 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<String>| -> String {
-        cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = width[i])).collect::<Vec<_>>().join("  ").trim_end().to_string()
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = width[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
     };
     let mut out = line(headers.iter().map(|s| s.to_string()).collect());
     out.push('\n');
@@ -21,5 +28,11 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn ms(v: f64) -> String {
-    if v.is_nan() { "-".into() } else if v < 10.0 { format!("{v:.3}") } else { format!("{v:.2}") }
+    if v.is_nan() {
+        "-".into()
+    } else if v < 10.0 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.2}")
+    }
 }

@@ -41,7 +41,11 @@ pub struct ValueInfo {
 
 impl ValueInfo {
     pub fn new(name: impl Into<String>, dtype: DType, shape: Vec<Dim>) -> ValueInfo {
-        ValueInfo { name: name.into(), dtype, shape: Some(shape) }
+        ValueInfo {
+            name: name.into(),
+            dtype,
+            shape: Some(shape),
+        }
     }
 
     /// The shape when every dimension is known.
@@ -52,7 +56,13 @@ impl ValueInfo {
     pub fn shape_string(&self) -> String {
         match &self.shape {
             None => "[?]".into(),
-            Some(s) => format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+            Some(s) => format!(
+                "[{}]",
+                s.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     }
 }
@@ -68,7 +78,10 @@ pub struct Node {
 
 impl Node {
     pub fn input(&self, i: usize) -> Option<&str> {
-        self.inputs.get(i).map(String::as_str).filter(|s| !s.is_empty())
+        self.inputs
+            .get(i)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -98,7 +111,11 @@ impl Graph {
     /// Type of any value: graph input, constant or inferred intermediate.
     pub fn value_type(&self, name: &str) -> Option<ValueInfo> {
         if let Some(t) = self.constants.get(name) {
-            return Some(ValueInfo::new(name, t.dtype(), t.shape().iter().map(|&d| Dim::Known(d)).collect()));
+            return Some(ValueInfo::new(
+                name,
+                t.dtype(),
+                t.shape().iter().map(|&d| Dim::Known(d)).collect(),
+            ));
         }
         self.inputs
             .iter()
@@ -141,7 +158,11 @@ impl Graph {
     pub fn replace_uses(&mut self, from: &str, to: &str) {
         if self.is_graph_output(from) {
             // Keep the public name: make `to`'s producer write `from` directly.
-            if let Some(pi) = self.nodes.iter().position(|n| n.outputs.iter().any(|o| o == to)) {
+            if let Some(pi) = self
+                .nodes
+                .iter()
+                .position(|n| n.outputs.iter().any(|o| o == to))
+            {
                 for o in self.nodes[pi].outputs.iter_mut() {
                     if o == to {
                         *o = from.to_string();
@@ -155,7 +176,13 @@ impl Graph {
                     }
                 }
                 if let Some(vi) = self.value_info.remove(to) {
-                    self.value_info.insert(from.to_string(), ValueInfo { name: from.to_string(), ..vi });
+                    self.value_info.insert(
+                        from.to_string(),
+                        ValueInfo {
+                            name: from.to_string(),
+                            ..vi
+                        },
+                    );
                 }
                 return;
             }
@@ -184,11 +211,19 @@ impl Graph {
                     )));
                 }
             }
-            defined.extend(n.outputs.iter().filter(|s| !s.is_empty()).map(String::as_str));
+            defined.extend(
+                n.outputs
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .map(String::as_str),
+            );
         }
         for o in &self.outputs {
             if !defined.contains(o.name.as_str()) {
-                return Err(Error::InvalidModel(format!("graph output '{}' is never produced", o.name)));
+                return Err(Error::InvalidModel(format!(
+                    "graph output '{}' is never produced",
+                    o.name
+                )));
             }
         }
         Ok(())
@@ -213,8 +248,11 @@ impl Graph {
             }
             if rest.len() == before {
                 let n = &rest[0];
-                let missing: Vec<&String> =
-                    n.inputs.iter().filter(|i| !i.is_empty() && !defined.contains(*i)).collect();
+                let missing: Vec<&String> = n
+                    .inputs
+                    .iter()
+                    .filter(|i| !i.is_empty() && !defined.contains(*i))
+                    .collect();
                 return Err(Error::InvalidModel(format!(
                     "node '{}' ({}) reads {:?}, which nothing defines (or the graph has a cycle)",
                     n.name,

@@ -11,7 +11,10 @@ use crate::{DType, Tensor};
 pub enum Activation {
     Relu,
     /// Clip(min, max); ReLU6 is Clip(0, 6).
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
     Sigmoid,
 }
 
@@ -19,8 +22,20 @@ impl Activation {
     #[inline]
     pub fn apply(self, x: f32) -> f32 {
         match self {
-            Activation::Relu => if x < 0.0 { 0.0 } else { x },
-            Activation::Clip { min, max } => if x.is_nan() { x } else { x.max(min).min(max) },
+            Activation::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
+            Activation::Clip { min, max } => {
+                if x.is_nan() {
+                    x
+                } else {
+                    x.max(min).min(max)
+                }
+            }
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
         }
     }
@@ -87,7 +102,11 @@ pub enum Direction {
 
 impl Direction {
     pub fn num_directions(self) -> usize {
-        if self == Direction::Bidirectional { 2 } else { 1 }
+        if self == Direction::Bidirectional {
+            2
+        } else {
+            1
+        }
     }
 }
 
@@ -193,40 +212,78 @@ pub enum Op {
     AveragePool(Pool),
     GlobalAveragePool,
     GlobalMaxPool,
-    BatchNormalization { epsilon: f32 },
+    BatchNormalization {
+        epsilon: f32,
+    },
     // dense and recurrent
-    MatMul { activation: Option<Activation> },
+    MatMul {
+        activation: Option<Activation>,
+    },
     Gemm(Gemm),
     Lstm(Lstm),
     // activations and elementwise
     Unary(UnaryOp),
     /// min and max are optional inputs 1 and 2.
     Clip,
-    LeakyRelu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
     Binary(BinaryOp),
     Where,
-    Softmax { axis: i64, legacy: bool },
-    LogSoftmax { axis: i64, legacy: bool },
+    Softmax {
+        axis: i64,
+        legacy: bool,
+    },
+    LogSoftmax {
+        axis: i64,
+        legacy: bool,
+    },
     // reductions
-    Reduce { op: ReduceOp, keepdims: bool, noop_with_empty_axes: bool },
+    Reduce {
+        op: ReduceOp,
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
     // layout and shape
-    Concat { axis: i64 },
-    Split { axis: i64, num_outputs: usize },
-    Reshape { allowzero: bool },
-    Transpose { perm: Option<Vec<usize>> },
+    Concat {
+        axis: i64,
+    },
+    Split {
+        axis: i64,
+        num_outputs: usize,
+    },
+    Reshape {
+        allowzero: bool,
+    },
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
     Squeeze,
     Unsqueeze,
-    Flatten { axis: i64 },
-    Shape { start: i64, end: Option<i64> },
-    Gather { axis: i64 },
+    Flatten {
+        axis: i64,
+    },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    Gather {
+        axis: i64,
+    },
     Slice,
     Expand,
     Tile,
-    Pad { mode: PadMode },
+    Pad {
+        mode: PadMode,
+    },
     Resize(Resize),
     Range,
-    ConstantOfShape { value: Tensor },
-    Cast { to: DType },
+    ConstantOfShape {
+        value: Tensor,
+    },
+    Cast {
+        to: DType,
+    },
     Identity,
     /// Inference no-op; output 1 (mask), when present, is all true.
     Dropout,

@@ -67,7 +67,10 @@ impl<'a> Attrs<'a> {
             Some(a) => a
                 .strings
                 .iter()
-                .map(|b| String::from_utf8(b.clone()).map_err(|_| self.err(format!("attribute '{name}' is not UTF-8"))))
+                .map(|b| {
+                    String::from_utf8(b.clone())
+                        .map_err(|_| self.err(format!("attribute '{name}' is not UTF-8")))
+                })
                 .collect::<Result<Vec<_>>>()
                 .map(Some),
         }
@@ -83,7 +86,10 @@ impl<'a> Attrs<'a> {
             None => Ok(None),
             Some(v) => v
                 .into_iter()
-                .map(|x| usize::try_from(x).map_err(|_| self.err(format!("attribute '{name}' has negative value {x}"))))
+                .map(|x| {
+                    usize::try_from(x)
+                        .map_err(|_| self.err(format!("attribute '{name}' has negative value {x}")))
+                })
                 .collect::<Result<Vec<_>>>()
                 .map(Some),
         }

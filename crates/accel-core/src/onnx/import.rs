@@ -18,11 +18,10 @@ pub const MAX_OPSET: i64 = 25;
 pub fn load_model(path: impl AsRef<Path>) -> Result<Graph> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_model(&bytes, path.parent())
-        .map_err(|e| match e {
-            Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
-            other => other,
-        })
+    parse_model(&bytes, path.parent()).map_err(|e| match e {
+        Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
+        other => other,
+    })
 }
 
 /// Parses ModelProto bytes. `base_dir` locates external data files.
@@ -31,22 +30,35 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph> {
         return Err(Error::InvalidModel("the file is empty".into()));
     }
     let model = ModelProto::decode(bytes).map_err(|e| {
-        Error::InvalidModel(format!("protobuf decoding failed ({e}); the file is truncated or not an ONNX model"))
+        Error::InvalidModel(format!(
+            "protobuf decoding failed ({e}); the file is truncated or not an ONNX model"
+        ))
     })?;
     let g = model.graph.as_ref().ok_or_else(|| {
-        Error::InvalidModel("the model has no graph; the file is truncated or not an ONNX model".into())
+        Error::InvalidModel(
+            "the model has no graph; the file is truncated or not an ONNX model".into(),
+        )
     })?;
     let opset = default_opset(&model)?;
 
-    let mut graph = Graph { name: g.name().to_string(), opset, ..Default::default() };
+    let mut graph = Graph {
+        name: g.name().to_string(),
+        opset,
+        ..Default::default()
+    };
     for init in &g.initializer {
         if init.name().is_empty() {
             return Err(Error::InvalidModel("an initializer has no name".into()));
         }
-        graph.constants.insert(init.name().to_string(), Arc::new(tensor_from_proto(init, base_dir)?));
+        graph.constants.insert(
+            init.name().to_string(),
+            Arc::new(tensor_from_proto(init, base_dir)?),
+        );
     }
     if !g.sparse_initializer.is_empty() {
-        return Err(Error::InvalidModel("sparse initializers are not supported".into()));
+        return Err(Error::InvalidModel(
+            "sparse initializers are not supported".into(),
+        ));
     }
     for vi in &g.input {
         // Older exporters list initializers among the inputs; they stay constants here.
@@ -63,9 +75,16 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph> {
         }
     }
 
-    let mut ctx = ImportCtx { opset, graph: &mut graph };
+    let mut ctx = ImportCtx {
+        opset,
+        graph: &mut graph,
+    };
     for (i, node) in g.node.iter().enumerate() {
-        let name = if node.name().is_empty() { format!("{}_{i}", node.op_type()) } else { node.name().to_string() };
+        let name = if node.name().is_empty() {
+            format!("{}_{i}", node.op_type())
+        } else {
+            node.name().to_string()
+        };
         match ops::convert(node, &name, &mut ctx)? {
             Converted::Node(n) => ctx.graph.nodes.push(n),
             Converted::Constant(out, t) => {
@@ -99,7 +118,9 @@ fn value_info(vi: &proto::ValueInfoProto) -> Result<ValueInfo> {
     use proto::type_proto::Value as T;
     let name = vi.name().to_string();
     let Some(T::TensorType(tt)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
-        return Err(Error::InvalidModel(format!("value '{name}' is not a tensor (sequences and maps are not supported)")));
+        return Err(Error::InvalidModel(format!(
+            "value '{name}' is not a tensor (sequences and maps are not supported)"
+        )));
     };
     let dtype = DType::from_onnx_code(tt.elem_type.unwrap_or(0))
         .map_err(|ty| Error::UnsupportedDType(format!("{ty} (value '{name}')")))?;

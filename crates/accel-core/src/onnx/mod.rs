@@ -13,5 +13,5 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use import::{load_model, parse_model, MAX_OPSET, MIN_OPSET};
+pub use import::{MAX_OPSET, MIN_OPSET, load_model, parse_model};
 pub use tensor::{tensor_from_proto, tensor_to_proto};

@@ -9,18 +9,20 @@ use std::path::Path;
 /// folder); `None` rejects external data.
 pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor> {
     let name = t.name();
-    let dtype = DType::from_onnx_code(t.data_type.unwrap_or(0)).map_err(|ty| {
-        Error::UnsupportedDType(format!("{ty} (tensor '{name}')"))
-    })?;
+    let dtype = DType::from_onnx_code(t.data_type.unwrap_or(0))
+        .map_err(|ty| Error::UnsupportedDType(format!("{ty} (tensor '{name}')")))?;
     let mut shape = Vec::with_capacity(t.dims.len());
     for &d in &t.dims {
         shape.push(usize::try_from(d).map_err(|_| {
             Error::InvalidModel(format!("tensor '{name}' has negative dimension {d}"))
         })?);
     }
-    let n: usize = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
-        Error::InvalidModel(format!("tensor '{name}' has an absurd shape {shape:?}"))
-    })?;
+    let n: usize = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| {
+            Error::InvalidModel(format!("tensor '{name}' has an absurd shape {shape:?}"))
+        })?;
 
     let external;
     let raw: Option<&[u8]> = if t.data_location == Some(1) {
@@ -50,9 +52,15 @@ pub fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Ten
 
 fn read_external(t: &TensorProto, base_dir: Option<&Path>) -> Result<Vec<u8>> {
     let name = t.name();
-    let entry = |k: &str| t.external_data.iter().find(|e| e.key() == k).map(|e| e.value().to_string());
-    let location = entry("location")
-        .ok_or_else(|| Error::InvalidModel(format!("tensor '{name}' is external but names no location")))?;
+    let entry = |k: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key() == k)
+            .map(|e| e.value().to_string())
+    };
+    let location = entry("location").ok_or_else(|| {
+        Error::InvalidModel(format!("tensor '{name}' is external but names no location"))
+    })?;
     let base = base_dir.ok_or_else(|| {
         Error::InvalidModel(format!(
             "tensor '{name}' keeps its data in external file '{location}'; load the model from a path so the file can be found"
@@ -68,7 +76,10 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>) -> Result<Vec<u8>> {
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
     let parse = |k: &str| -> Result<Option<usize>> {
         entry(k)
-            .map(|v| v.parse::<usize>().map_err(|_| Error::InvalidModel(format!("tensor '{name}': bad {k} '{v}'"))))
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| Error::InvalidModel(format!("tensor '{name}': bad {k} '{v}'")))
+            })
             .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
@@ -88,10 +99,26 @@ fn decode_raw(dtype: DType, b: &[u8], n: usize) -> Option<TensorData> {
         return None;
     }
     Some(match dtype {
-        DType::F32 => TensorData::F32(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-        DType::F16 => TensorData::F16(b.chunks_exact(2).map(|c| f16::from_le_bytes(c.try_into().unwrap())).collect()),
-        DType::I64 => TensorData::I64(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
-        DType::I32 => TensorData::I32(b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect()),
+        DType::F32 => TensorData::F32(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        DType::F16 => TensorData::F16(
+            b.chunks_exact(2)
+                .map(|c| f16::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        DType::I64 => TensorData::I64(
+            b.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
+        DType::I32 => TensorData::I32(
+            b.chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        ),
         DType::U8 => TensorData::U8(b.to_vec()),
         DType::Bool => TensorData::Bool(b.iter().map(|&x| x != 0).collect()),
     })
@@ -101,7 +128,12 @@ fn decode_typed(t: &TensorProto, dtype: DType) -> TensorData {
     match dtype {
         DType::F32 => TensorData::F32(t.float_data.clone()),
         // float16, uint8 and bool travel in int32_data (f16 as its bit pattern).
-        DType::F16 => TensorData::F16(t.int32_data.iter().map(|&x| f16::from_bits(x as u16)).collect()),
+        DType::F16 => TensorData::F16(
+            t.int32_data
+                .iter()
+                .map(|&x| f16::from_bits(x as u16))
+                .collect(),
+        ),
         DType::I64 => TensorData::I64(t.int64_data.clone()),
         DType::I32 => TensorData::I32(t.int32_data.clone()),
         DType::U8 => TensorData::U8(t.int32_data.iter().map(|&x| x as u8).collect()),
@@ -148,7 +180,10 @@ mod tests {
 
     #[test]
     fn short_raw_data_is_an_error() {
-        let mut p = tensor_to_proto("w", &Tensor::from_vec(vec![4], vec![1i64, 2, 3, 4]).unwrap());
+        let mut p = tensor_to_proto(
+            "w",
+            &Tensor::from_vec(vec![4], vec![1i64, 2, 3, 4]).unwrap(),
+        );
         p.raw_data.as_mut().unwrap().truncate(10);
         let e = tensor_from_proto(&p, None).unwrap_err().to_string();
         assert!(e.contains("'w'"), "{e}");
@@ -171,10 +206,20 @@ mod tests {
             data_type: Some(1),
             name: Some("w".into()),
             data_location: Some(1),
-            external_data: vec![kv("location", "w.bin"), kv("offset", "8"), kv("length", "12")],
+            external_data: vec![
+                kv("location", "w.bin"),
+                kv("offset", "8"),
+                kv("length", "12"),
+            ],
             ..Default::default()
         };
-        assert_eq!(tensor_from_proto(&p, Some(&dir)).unwrap().as_slice::<f32>().unwrap(), &vals);
+        assert_eq!(
+            tensor_from_proto(&p, Some(&dir))
+                .unwrap()
+                .as_slice::<f32>()
+                .unwrap(),
+            &vals
+        );
         assert!(tensor_from_proto(&p, None).is_err());
         p.external_data[0] = kv("location", "../etc/passwd");
         assert!(tensor_from_proto(&p, Some(&dir)).is_err());

@@ -1,15 +1,23 @@
 //! Numpy-style broadcasting: binary arithmetic, comparisons and Where.
 
 use crate::ir::BinaryOp;
-use crate::{shape_err, Error, Result, Tensor, TensorData};
+use crate::{Error, Result, Tensor, TensorData, shape_err};
 use half::f16;
 
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let rank = a.len().max(b.len());
     let mut out = vec![0; rank];
     for i in 0..rank {
-        let da = if i + a.len() >= rank { a[i + a.len() - rank] } else { 1 };
-        let db = if i + b.len() >= rank { b[i + b.len() - rank] } else { 1 };
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -87,7 +95,14 @@ fn zip_broadcast<A: Copy, B: Copy, O>(
     Ok((out_shape, out))
 }
 
-fn arith<T: Copy + PartialOrd>(op: BinaryOp, add: fn(T, T) -> T, sub: fn(T, T) -> T, mul: fn(T, T) -> T, div: fn(T, T) -> T, pow: fn(T, T) -> T) -> Option<fn(T, T) -> T> {
+fn arith<T: Copy + PartialOrd>(
+    op: BinaryOp,
+    add: fn(T, T) -> T,
+    sub: fn(T, T) -> T,
+    mul: fn(T, T) -> T,
+    div: fn(T, T) -> T,
+    pow: fn(T, T) -> T,
+) -> Option<fn(T, T) -> T> {
     Some(match op {
         BinaryOp::Add => add,
         BinaryOp::Sub => sub,
@@ -110,7 +125,14 @@ fn compare<T: PartialOrd + Copy>(op: BinaryOp) -> Option<fn(T, T) -> bool> {
 }
 
 fn f32_op(op: BinaryOp) -> Option<fn(f32, f32) -> f32> {
-    arith::<f32>(op, |x, y| x + y, |x, y| x - y, |x, y| x * y, |x, y| x / y, f32::powf)
+    arith::<f32>(
+        op,
+        |x, y| x + y,
+        |x, y| x - y,
+        |x, y| x * y,
+        |x, y| x / y,
+        f32::powf,
+    )
 }
 
 macro_rules! int_op {
@@ -122,14 +144,26 @@ macro_rules! int_op {
             |x, y| x.wrapping_mul(y),
             // Integer division by zero has no defined result in ONNX; 0 avoids a panic.
             |x, y| if y == 0 { 0 } else { x.wrapping_div(y) },
-            |x, y| if y < 0 as $t { 0 } else { x.wrapping_pow(y as u32) },
+            |x, y| {
+                if y < 0 as $t {
+                    0
+                } else {
+                    x.wrapping_pow(y as u32)
+                }
+            },
         )
     };
 }
 
 pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (ash, bsh) = (a.shape(), b.shape());
-    let mismatch = || Error::Other(format!("{op:?} got mixed dtypes {} and {}", a.dtype(), b.dtype()));
+    let mismatch = || {
+        Error::Other(format!(
+            "{op:?} got mixed dtypes {} and {}",
+            a.dtype(),
+            b.dtype()
+        ))
+    };
     let unsupported = || Error::Other(format!("{op:?} is not defined for {}", a.dtype()));
     let (shape, data) = match (a.data(), b.data()) {
         (TensorData::F32(x), TensorData::F32(y)) => {
@@ -144,7 +178,9 @@ pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         }
         (TensorData::F16(x), TensorData::F16(y)) => {
             if let Some(f) = f32_op(op) {
-                let (s, v) = zip_broadcast(x, ash, y, bsh, |p: f16, q: f16| f16::from_f32(f(p.to_f32(), q.to_f32())))?;
+                let (s, v) = zip_broadcast(x, ash, y, bsh, |p: f16, q: f16| {
+                    f16::from_f32(f(p.to_f32(), q.to_f32()))
+                })?;
                 (s, TensorData::F16(v))
             } else {
                 let f = compare::<f16>(op).ok_or_else(unsupported)?;
@@ -204,7 +240,13 @@ pub fn eval_where(cond: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         ($xv:expr, $yv:expr, $wrap:path) => {{
             let (_, picked_x) = zip_broadcast(c, cond.shape(), $xv, x.shape(), |c, v| (c, v))?;
             let csh = broadcast_shapes(cond.shape(), x.shape())?;
-            let (s, out) = zip_broadcast(&picked_x, &csh, $yv, y.shape(), |(c, v), w| if c { v } else { w })?;
+            let (s, out) = zip_broadcast(
+                &picked_x,
+                &csh,
+                $yv,
+                y.shape(),
+                |(c, v), w| if c { v } else { w },
+            )?;
             Tensor::new(s, $wrap(out))
         }};
     }
@@ -215,7 +257,11 @@ pub fn eval_where(cond: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor> {
         (TensorData::I32(a), TensorData::I32(b)) => go!(a, b, TensorData::I32),
         (TensorData::U8(a), TensorData::U8(b)) => go!(a, b, TensorData::U8),
         (TensorData::Bool(a), TensorData::Bool(b)) => go!(a, b, TensorData::Bool),
-        _ => Err(Error::Other(format!("Where got mixed dtypes {} and {}", x.dtype(), y.dtype()))),
+        _ => Err(Error::Other(format!(
+            "Where got mixed dtypes {} and {}",
+            x.dtype(),
+            y.dtype()
+        ))),
     }
 }
 
@@ -229,8 +275,18 @@ mod tests {
         let b = Tensor::from_vec(vec![3], vec![10.0f32, 20.0, 30.0]).unwrap();
         let c = eval_binary(BinaryOp::Add, &a, &b).unwrap();
         assert_eq!(c.shape(), &[2, 3]);
-        assert_eq!(c.as_slice::<f32>().unwrap(), &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
-        assert!(eval_binary(BinaryOp::Add, &a, &Tensor::from_vec(vec![3, 1], vec![0f32; 3]).unwrap()).is_err());
+        assert_eq!(
+            c.as_slice::<f32>().unwrap(),
+            &[11.0, 21.0, 31.0, 12.0, 22.0, 32.0]
+        );
+        assert!(
+            eval_binary(
+                BinaryOp::Add,
+                &a,
+                &Tensor::from_vec(vec![3, 1], vec![0f32; 3]).unwrap()
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::{input, normalize_axis, opt_input};
 use crate::ir::{Node, Op, PadMode};
-use crate::{dispatch_data, shape_err, DType, Element, Error, Result, Tensor, TensorData};
+use crate::{DType, Element, Error, Result, Tensor, TensorData, dispatch_data, shape_err};
 use half::f16;
 
 pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
@@ -14,12 +14,18 @@ pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
             concat(&parts, *axis)
         }
         Op::Reshape { allowzero } => {
-            let shape = reshape_shape(x()?.shape(), &input(node, inputs, 1)?.to_i64_vec()?, *allowzero)?;
+            let shape = reshape_shape(
+                x()?.shape(),
+                &input(node, inputs, 1)?.to_i64_vec()?,
+                *allowzero,
+            )?;
             x()?.clone().reshape(shape)
         }
         Op::Transpose { perm } => {
             let x = x()?;
-            let perm = perm.clone().unwrap_or_else(|| (0..x.rank()).rev().collect());
+            let perm = perm
+                .clone()
+                .unwrap_or_else(|| (0..x.rank()).rev().collect());
             transpose(x, &perm)
         }
         Op::Squeeze => {
@@ -44,7 +50,10 @@ pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
             let r = x()?.rank() as i64;
             let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
             let (s, e) = (clamp(*start), clamp(end.unwrap_or(r)));
-            let dims: Vec<i64> = x()?.shape()[s..e.max(s)].iter().map(|&d| d as i64).collect();
+            let dims: Vec<i64> = x()?.shape()[s..e.max(s)]
+                .iter()
+                .map(|&d| d as i64)
+                .collect();
             Tensor::from_vec(vec![dims.len()], dims)
         }
         Op::Gather { axis } => gather(x()?, input(node, inputs, 1)?, *axis),
@@ -54,8 +63,14 @@ pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
                 x.shape(),
                 &input(node, inputs, 1)?.to_i64_vec()?,
                 &input(node, inputs, 2)?.to_i64_vec()?,
-                opt_input(inputs, 3).map(|t| t.to_i64_vec()).transpose()?.as_deref(),
-                opt_input(inputs, 4).map(|t| t.to_i64_vec()).transpose()?.as_deref(),
+                opt_input(inputs, 3)
+                    .map(|t| t.to_i64_vec())
+                    .transpose()?
+                    .as_deref(),
+                opt_input(inputs, 4)
+                    .map(|t| t.to_i64_vec())
+                    .transpose()?
+                    .as_deref(),
             )?;
             s.apply(x)
         }
@@ -64,7 +79,9 @@ pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
             let target: Vec<usize> = input(node, inputs, 1)?
                 .to_i64_vec()?
                 .iter()
-                .map(|&d| usize::try_from(d).map_err(|_| shape_err!("Expand to negative dimension {d}")))
+                .map(|&d| {
+                    usize::try_from(d).map_err(|_| shape_err!("Expand to negative dimension {d}"))
+                })
                 .collect::<Result<_>>()?;
             let shape = super::broadcast_shapes(x.shape(), &target)?;
             broadcast_to(x, &shape)
@@ -85,7 +102,10 @@ pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
             let shape: Vec<usize> = x()?
                 .to_i64_vec()?
                 .iter()
-                .map(|&d| usize::try_from(d).map_err(|_| shape_err!("ConstantOfShape with negative dimension {d}")))
+                .map(|&d| {
+                    usize::try_from(d)
+                        .map_err(|_| shape_err!("ConstantOfShape with negative dimension {d}"))
+                })
                 .collect::<Result<_>>()?;
             let n = shape.iter().product();
             let data = dispatch_data!(value.data(), _T, v => Element::wrap(vec![v[0]; n]));
@@ -107,7 +127,12 @@ pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// Builds an output of `out_shape` whose element at multi-index `i` is
 /// `src[base + sum(i[d] * src_strides[d])]`: transpose, slice and broadcast in one routine.
-fn gather_strided<T: Copy>(src: &[T], out_shape: &[usize], src_strides: &[isize], base: isize) -> Vec<T> {
+fn gather_strided<T: Copy>(
+    src: &[T],
+    out_shape: &[usize],
+    src_strides: &[isize],
+    base: isize,
+) -> Vec<T> {
     let n: usize = out_shape.iter().product();
     let mut out = Vec::with_capacity(n);
     if n == 0 {
@@ -146,8 +171,14 @@ fn gather_strided<T: Copy>(src: &[T], out_shape: &[usize], src_strides: &[isize]
 pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
     let rank = x.rank();
     let mut seen = vec![false; rank];
-    if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
-        return Err(shape_err!("perm {perm:?} is not a permutation of {rank} axes"));
+    if perm.len() != rank
+        || perm
+            .iter()
+            .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+    {
+        return Err(shape_err!(
+            "perm {perm:?} is not a permutation of {rank} axes"
+        ));
     }
     let s = strides(x.shape());
     let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
@@ -160,16 +191,18 @@ fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     let rank = shape.len();
     let s = strides(x.shape());
     let mut src_strides = vec![0isize; rank];
-    for i in 0..x.rank() {
-        let oi = i + rank - x.rank();
-        src_strides[oi] = if x.shape()[i] == 1 { 0 } else { s[i] as isize };
+    for (i, (&d, &st)) in x.shape().iter().zip(&s).enumerate() {
+        src_strides[i + rank - x.rank()] = if d == 1 { 0 } else { st as isize };
     }
-    let data = dispatch_data!(x.data(), _T, v => Element::wrap(gather_strided(v, shape, &src_strides, 0)));
+    let data =
+        dispatch_data!(x.data(), _T, v => Element::wrap(gather_strided(v, shape, &src_strides, 0)));
     Tensor::new(shape.to_vec(), data)
 }
 
 pub fn concat(parts: &[&Tensor], axis: i64) -> Result<Tensor> {
-    let first = parts.first().ok_or_else(|| shape_err!("Concat needs at least one input"))?;
+    let first = parts
+        .first()
+        .ok_or_else(|| shape_err!("Concat needs at least one input"))?;
     let rank = first.rank();
     let axis = normalize_axis(axis, rank)?;
     let mut out_shape = first.shape().to_vec();
@@ -177,7 +210,10 @@ pub fn concat(parts: &[&Tensor], axis: i64) -> Result<Tensor> {
     for p in parts {
         if p.rank() != rank
             || p.dtype() != first.dtype()
-            || p.shape().iter().enumerate().any(|(i, &d)| i != axis && d != first.shape()[i])
+            || p.shape()
+                .iter()
+                .enumerate()
+                .any(|(i, &d)| i != axis && d != first.shape()[i])
         {
             return Err(shape_err!(
                 "Concat inputs must agree except on axis {axis}: {:?} ({}) vs {:?} ({})",
@@ -204,14 +240,25 @@ pub fn concat(parts: &[&Tensor], axis: i64) -> Result<Tensor> {
     Tensor::new(out_shape, data)
 }
 
-pub(super) fn split(x: &Tensor, axis: i64, sizes: Option<&Tensor>, num_outputs: usize) -> Result<Vec<Tensor>> {
+pub(super) fn split(
+    x: &Tensor,
+    axis: i64,
+    sizes: Option<&Tensor>,
+    num_outputs: usize,
+) -> Result<Vec<Tensor>> {
     let axis = normalize_axis(axis, x.rank())?;
     let len = x.shape()[axis];
     let sizes: Vec<usize> = match sizes {
-        Some(t) => t.to_i64_vec()?.into_iter().map(|s| s.max(0) as usize).collect(),
+        Some(t) => t
+            .to_i64_vec()?
+            .into_iter()
+            .map(|s| s.max(0) as usize)
+            .collect(),
         None => {
             let chunk = len.div_ceil(num_outputs.max(1));
-            (0..num_outputs).map(|i| chunk.min(len.saturating_sub(i * chunk))).collect()
+            (0..num_outputs)
+                .map(|i| chunk.min(len.saturating_sub(i * chunk)))
+                .collect()
         }
     };
     if sizes.iter().sum::<usize>() != len {
@@ -220,7 +267,13 @@ pub(super) fn split(x: &Tensor, axis: i64, sizes: Option<&Tensor>, num_outputs: 
     let mut start = 0i64;
     let mut out = Vec::with_capacity(sizes.len());
     for s in sizes {
-        let sl = Slices::new(x.shape(), &[start], &[start + s as i64], Some(&[axis as i64]), None)?;
+        let sl = Slices::new(
+            x.shape(),
+            &[start],
+            &[start + s as i64],
+            Some(&[axis as i64]),
+            None,
+        )?;
         out.push(sl.apply(x)?);
         start += s as i64;
     }
@@ -238,22 +291,24 @@ pub fn reshape_shape(input: &[usize], target: &[i64], allowzero: bool) -> Result
                 infer = Some(i);
                 out.push(1);
             }
-            0 if !allowzero => out.push(
-                *input.get(i).ok_or_else(|| shape_err!("Reshape target {target:?}: 0 at axis {i} has no input dim"))?,
-            ),
+            0 if !allowzero => out.push(*input.get(i).ok_or_else(|| {
+                shape_err!("Reshape target {target:?}: 0 at axis {i} has no input dim")
+            })?),
             d if d >= 0 => out.push(d as usize),
             _ => return Err(shape_err!("invalid Reshape target {target:?}")),
         }
     }
     if let Some(i) = infer {
         let known: usize = out.iter().product();
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(shape_err!("cannot reshape {input:?} to {target:?}"));
         }
         out[i] = total / known;
     }
     if out.iter().product::<usize>() != total {
-        return Err(shape_err!("cannot reshape {input:?} ({total} elements) to {target:?}"));
+        return Err(shape_err!(
+            "cannot reshape {input:?} ({total} elements) to {target:?}"
+        ));
     }
     Ok(out)
 }
@@ -266,11 +321,18 @@ pub fn squeeze_shape(shape: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>
             for &a in axes {
                 let a = normalize_axis(a, shape.len())?;
                 if shape[a] != 1 {
-                    return Err(shape_err!("cannot squeeze axis {a} of {shape:?}: it is not 1"));
+                    return Err(shape_err!(
+                        "cannot squeeze axis {a} of {shape:?}: it is not 1"
+                    ));
                 }
                 drop[a] = true;
             }
-            Ok(shape.iter().zip(drop).filter(|(_, d)| !d).map(|(&s, _)| s).collect())
+            Ok(shape
+                .iter()
+                .zip(drop)
+                .filter(|(_, d)| !d)
+                .map(|(&s, _)| s)
+                .collect())
         }
     }
 }
@@ -285,7 +347,10 @@ pub fn unsqueeze_shape(shape: &[usize], axes: &[i64]) -> Result<Vec<usize>> {
         }
     }
     let mut src = shape.iter();
-    Ok(is_new.iter().map(|&n| if n { 1 } else { *src.next().unwrap_or(&1) }).collect())
+    Ok(is_new
+        .iter()
+        .map(|&n| if n { 1 } else { *src.next().unwrap_or(&1) })
+        .collect())
 }
 
 fn gather(x: &Tensor, indices: &Tensor, axis: i64) -> Result<Tensor> {
@@ -296,7 +361,13 @@ fn gather(x: &Tensor, indices: &Tensor, axis: i64) -> Result<Tensor> {
         .into_iter()
         .map(|i| {
             let j = if i < 0 { i + len } else { i };
-            if (0..len).contains(&j) { Ok(j as usize) } else { Err(shape_err!("Gather index {i} out of range for axis of length {len}")) }
+            if (0..len).contains(&j) {
+                Ok(j as usize)
+            } else {
+                Err(shape_err!(
+                    "Gather index {i} out of range for axis of length {len}"
+                ))
+            }
         })
         .collect::<Result<_>>()?;
     let outer: usize = x.shape()[..axis].iter().product();
@@ -325,16 +396,31 @@ pub struct Slices {
 }
 
 impl Slices {
-    pub fn new(shape: &[usize], starts: &[i64], ends: &[i64], axes: Option<&[i64]>, steps: Option<&[i64]>) -> Result<Slices> {
+    pub fn new(
+        shape: &[usize],
+        starts: &[i64],
+        ends: &[i64],
+        axes: Option<&[i64]>,
+        steps: Option<&[i64]>,
+    ) -> Result<Slices> {
         let rank = shape.len();
         if starts.len() != ends.len() {
-            return Err(shape_err!("Slice starts {starts:?} and ends {ends:?} differ in length"));
+            return Err(shape_err!(
+                "Slice starts {starts:?} and ends {ends:?} differ in length"
+            ));
         }
         let axes: Vec<usize> = match axes {
-            Some(a) => a.iter().map(|&a| normalize_axis(a, rank)).collect::<Result<_>>()?,
+            Some(a) => a
+                .iter()
+                .map(|&a| normalize_axis(a, rank))
+                .collect::<Result<_>>()?,
             None => (0..starts.len()).collect(),
         };
-        let mut s = Slices { starts: vec![0; rank], steps: vec![1; rank], out_shape: shape.to_vec() };
+        let mut s = Slices {
+            starts: vec![0; rank],
+            steps: vec![1; rank],
+            out_shape: shape.to_vec(),
+        };
         for (k, &ax) in axes.iter().enumerate() {
             let dim = shape[ax] as i64;
             let step = steps.map_or(1, |s| s[k]);
@@ -346,9 +432,16 @@ impl Slices {
             let (start, end) = if step > 0 {
                 (clamp(norm(starts[k]), 0, dim), clamp(norm(ends[k]), 0, dim))
             } else {
-                (clamp(norm(starts[k]), -1, dim - 1), clamp(norm(ends[k]), -1, dim - 1))
+                (
+                    clamp(norm(starts[k]), -1, dim - 1),
+                    clamp(norm(ends[k]), -1, dim - 1),
+                )
             };
-            let len = if step > 0 { (end - start + step - 1).div_euclid(step) } else { (start - end + (-step) - 1).div_euclid(-step) };
+            let len = if step > 0 {
+                (end - start + step - 1).div_euclid(step)
+            } else {
+                (start - end + (-step) - 1).div_euclid(-step)
+            };
             s.starts[ax] = start;
             s.steps[ax] = step;
             s.out_shape[ax] = len.max(0) as usize;
@@ -358,8 +451,18 @@ impl Slices {
 
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let st = strides(x.shape());
-        let base: isize = self.starts.iter().zip(&st).map(|(&a, &s)| a as isize * s as isize).sum();
-        let src_strides: Vec<isize> = self.steps.iter().zip(&st).map(|(&k, &s)| k as isize * s as isize).collect();
+        let base: isize = self
+            .starts
+            .iter()
+            .zip(&st)
+            .map(|(&a, &s)| a as isize * s as isize)
+            .sum();
+        let src_strides: Vec<isize> = self
+            .steps
+            .iter()
+            .zip(&st)
+            .map(|(&k, &s)| k as isize * s as isize)
+            .collect();
         let n: usize = self.out_shape.iter().product();
         let base = if n == 0 { 0 } else { base };
         let data = dispatch_data!(x.data(), _T, v => Element::wrap(gather_strided(v, &self.out_shape, &src_strides, base)));
@@ -369,7 +472,10 @@ impl Slices {
 
 fn tile(x: &Tensor, reps: &[i64]) -> Result<Tensor> {
     if reps.len() != x.rank() || reps.iter().any(|&r| r < 0) {
-        return Err(shape_err!("Tile repeats {reps:?} do not fit rank {}", x.rank()));
+        return Err(shape_err!(
+            "Tile repeats {reps:?} do not fit rank {}",
+            x.rank()
+        ));
     }
     let mut t = x.clone();
     for (axis, &r) in reps.iter().enumerate() {
@@ -387,14 +493,27 @@ fn tile(x: &Tensor, reps: &[i64]) -> Result<Tensor> {
     Ok(t)
 }
 
-fn pad(x: &Tensor, pads: &[i64], value: Option<&Tensor>, axes: Option<&[i64]>, mode: PadMode) -> Result<Tensor> {
+fn pad(
+    x: &Tensor,
+    pads: &[i64],
+    value: Option<&Tensor>,
+    axes: Option<&[i64]>,
+    mode: PadMode,
+) -> Result<Tensor> {
     let rank = x.rank();
     let axes: Vec<usize> = match axes {
-        Some(a) => a.iter().map(|&a| normalize_axis(a, rank)).collect::<Result<_>>()?,
+        Some(a) => a
+            .iter()
+            .map(|&a| normalize_axis(a, rank))
+            .collect::<Result<_>>()?,
         None => (0..rank).collect(),
     };
     if pads.len() != 2 * axes.len() {
-        return Err(shape_err!("Pad expects {} pad values, got {}", 2 * axes.len(), pads.len()));
+        return Err(shape_err!(
+            "Pad expects {} pad values, got {}",
+            2 * axes.len(),
+            pads.len()
+        ));
     }
     let mut begin = vec![0i64; rank];
     let mut end = vec![0i64; rank];
@@ -406,10 +525,17 @@ fn pad(x: &Tensor, pads: &[i64], value: Option<&Tensor>, axes: Option<&[i64]>, m
     let out_shape: Vec<usize> = (0..rank)
         .map(|i| {
             let d = shape[i] as i64 + begin[i] + end[i];
-            usize::try_from(d).map_err(|_| shape_err!("Pad {pads:?} gives a negative dimension for {shape:?}"))
+            usize::try_from(d)
+                .map_err(|_| shape_err!("Pad {pads:?} gives a negative dimension for {shape:?}"))
         })
         .collect::<Result<_>>()?;
-    if mode != PadMode::Constant && shape.iter().zip(&begin).zip(&end).any(|((&d, &b), &e)| d == 0 && (b > 0 || e > 0)) {
+    if mode != PadMode::Constant
+        && shape
+            .iter()
+            .zip(&begin)
+            .zip(&end)
+            .any(|((&d, &b), &e)| d == 0 && (b > 0 || e > 0))
+    {
         return Err(shape_err!("{mode:?} padding of an empty axis"));
     }
     let src_strides = strides(shape);
@@ -467,22 +593,37 @@ fn pad(x: &Tensor, pads: &[i64], value: Option<&Tensor>, axes: Option<&[i64]>, m
 fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor> {
     match start.dtype() {
         DType::I64 | DType::I32 => {
-            let (s, l, d) = (start.to_i64_vec()?[0], limit.to_i64_vec()?[0], delta.to_i64_vec()?[0]);
+            let (s, l, d) = (
+                start.to_i64_vec()?[0],
+                limit.to_i64_vec()?[0],
+                delta.to_i64_vec()?[0],
+            );
             if d == 0 {
                 return Err(shape_err!("Range delta must not be 0"));
             }
             let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
             let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
             let t = Tensor::from_vec(vec![n], v)?;
-            if start.dtype() == DType::I32 { cast(&t, DType::I32) } else { Ok(t) }
+            if start.dtype() == DType::I32 {
+                cast(&t, DType::I32)
+            } else {
+                Ok(t)
+            }
         }
         _ => {
-            let (s, l, d) = (start.to_f32_vec()?[0], limit.to_f32_vec()?[0], delta.to_f32_vec()?[0]);
+            let (s, l, d) = (
+                start.to_f32_vec()?[0],
+                limit.to_f32_vec()?[0],
+                delta.to_f32_vec()?[0],
+            );
             if d == 0.0 {
                 return Err(shape_err!("Range delta must not be 0"));
             }
             let n = ((l - s) / d).ceil().max(0.0) as usize;
-            Tensor::from_vec(vec![n], (0..n).map(|i| s + i as f32 * d).collect::<Vec<_>>())
+            Tensor::from_vec(
+                vec![n],
+                (0..n).map(|i| s + i as f32 * d).collect::<Vec<_>>(),
+            )
         }
     }
 }
@@ -526,14 +667,20 @@ mod tests {
         let x = Tensor::from_vec(vec![2, 3], (0..6i64).collect::<Vec<_>>()).unwrap();
         let t = transpose(&x, &[1, 0]).unwrap();
         assert_eq!(t.as_slice::<i64>().unwrap(), &[0, 3, 1, 4, 2, 5]);
-        let s = Slices::new(x.shape(), &[-1], &[-100], Some(&[1]), Some(&[-2])).unwrap().apply(&x).unwrap();
+        let s = Slices::new(x.shape(), &[-1], &[-100], Some(&[1]), Some(&[-2]))
+            .unwrap()
+            .apply(&x)
+            .unwrap();
         assert_eq!(s.shape(), &[2, 2]);
         assert_eq!(s.as_slice::<i64>().unwrap(), &[2, 0, 5, 3]);
     }
 
     #[test]
     fn reshape_rules() {
-        assert_eq!(reshape_shape(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
+        assert_eq!(
+            reshape_shape(&[2, 3, 4], &[0, -1], false).unwrap(),
+            vec![2, 12]
+        );
         assert!(reshape_shape(&[2, 3, 4], &[5, -1], false).is_err());
         assert_eq!(unsqueeze_shape(&[3], &[0, -1]).unwrap(), vec![1, 3, 1]);
     }
@@ -542,7 +689,10 @@ mod tests {
     fn pad_modes() {
         let x = Tensor::from_vec(vec![3], vec![1.0f32, 2.0, 3.0]).unwrap();
         let r = pad(&x, &[2, 2], None, None, PadMode::Reflect).unwrap();
-        assert_eq!(r.as_slice::<f32>().unwrap(), &[3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]);
+        assert_eq!(
+            r.as_slice::<f32>().unwrap(),
+            &[3.0, 2.0, 1.0, 2.0, 3.0, 2.0, 1.0]
+        );
         let e = pad(&x, &[1, 1], None, None, PadMode::Edge).unwrap();
         assert_eq!(e.as_slice::<f32>().unwrap(), &[1.0, 1.0, 2.0, 3.0, 3.0]);
     }

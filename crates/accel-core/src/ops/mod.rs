@@ -11,8 +11,11 @@ mod shapes;
 mod unary;
 
 pub use broadcast::{broadcast_shapes, eval_binary, eval_where};
-pub use layout::{cast, concat, reshape_shape, squeeze_shape, transpose, unsqueeze_shape, Slices};
-pub use shapes::{conv_output_size, infer, pool_output_size, resolve_conv_transpose, resolve_window, ResolvedWindow};
+pub use layout::{Slices, cast, concat, reshape_shape, squeeze_shape, transpose, unsqueeze_shape};
+pub use shapes::{
+    ResolvedWindow, TypeInfo, conv_output_size, infer, pool_output_size, resolve_conv_transpose,
+    resolve_window,
+};
 pub use unary::erf;
 
 use crate::ir::{Node, Op};
@@ -23,7 +26,9 @@ pub fn normalize_axis(axis: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     if a < 0 || a >= r {
-        return Err(Error::Shape(format!("axis {axis} is out of range for rank {rank}")));
+        return Err(Error::Shape(format!(
+            "axis {axis} is out of range for rank {rank}"
+        )));
     }
     Ok(a as usize)
 }
@@ -60,15 +65,31 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
     let wrap = |r: Result<Tensor>| r.map(|t| vec![t]).map_err(|e| annotate(node, e));
     match &node.op {
         Op::Unary(u) => wrap(unary::eval_unary(*u, x()?)),
-        Op::Clip => wrap(unary::eval_clip(x()?, opt_input(inputs, 1), opt_input(inputs, 2))),
+        Op::Clip => wrap(unary::eval_clip(
+            x()?,
+            opt_input(inputs, 1),
+            opt_input(inputs, 2),
+        )),
         Op::LeakyRelu { alpha } => wrap(unary::eval_leaky_relu(x()?, *alpha)),
         Op::Binary(b) => wrap(broadcast::eval_binary(*b, x()?, input(node, inputs, 1)?)),
-        Op::Where => wrap(broadcast::eval_where(x()?, input(node, inputs, 1)?, input(node, inputs, 2)?)),
+        Op::Where => wrap(broadcast::eval_where(
+            x()?,
+            input(node, inputs, 1)?,
+            input(node, inputs, 2)?,
+        )),
         Op::Softmax { axis, legacy } => wrap(reduce::softmax(x()?, *axis, *legacy, false)),
         Op::LogSoftmax { axis, legacy } => wrap(reduce::softmax(x()?, *axis, *legacy, true)),
-        Op::Reduce { op, keepdims, noop_with_empty_axes } => {
-            wrap(reduce::reduce(*op, x()?, opt_input(inputs, 1), *keepdims, *noop_with_empty_axes))
-        }
+        Op::Reduce {
+            op,
+            keepdims,
+            noop_with_empty_axes,
+        } => wrap(reduce::reduce(
+            *op,
+            x()?,
+            opt_input(inputs, 1),
+            *keepdims,
+            *noop_with_empty_axes,
+        )),
         Op::BatchNormalization { epsilon } => wrap(reduce::batch_norm(
             x()?,
             input(node, inputs, 1)?,
@@ -86,7 +107,8 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             opt_input(inputs, 3),
         )),
         Op::Split { axis, num_outputs } => {
-            layout::split(x()?, *axis, opt_input(inputs, 1), *num_outputs).map_err(|e| annotate(node, e))
+            layout::split(x()?, *axis, opt_input(inputs, 1), *num_outputs)
+                .map_err(|e| annotate(node, e))
         }
         Op::Dropout => {
             let x = x()?.clone();
@@ -99,7 +121,10 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             Ok(out)
         }
         op if can_eval(op) => wrap(layout::eval(node, inputs)),
-        op => Err(Error::node(node, format!("{} is evaluated by backends, not by core", op.name()))),
+        op => Err(Error::node(
+            node,
+            format!("{} is evaluated by backends, not by core", op.name()),
+        )),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::normalize_axis;
 use crate::ir::ReduceOp;
-use crate::{shape_err, Error, Result, Tensor, TensorData};
+use crate::{Error, Result, Tensor, TensorData, shape_err};
 
 /// Splits `shape` around `axis` into (outer, axis length, inner) element counts.
 pub(crate) fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
@@ -37,7 +37,11 @@ pub(super) fn softmax(x: &Tensor, axis: i64, legacy: bool, log: bool) -> Result<
             }
             for k in 0..len {
                 let idx = at(k);
-                v[idx] = if log { (v[idx] / sum).ln() } else { v[idx] / sum };
+                v[idx] = if log {
+                    (v[idx] / sum).ln()
+                } else {
+                    v[idx] / sum
+                };
             }
         }
     }
@@ -47,9 +51,15 @@ pub(super) fn softmax(x: &Tensor, axis: i64, legacy: bool, log: bool) -> Result<
 /// Wraps f32 results in the dtype of `like` (f32 or f16).
 fn float_like(like: &Tensor, shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor> {
     match like.data() {
-        TensorData::F16(_) => Tensor::from_vec(shape, v.into_iter().map(half::f16::from_f32).collect::<Vec<_>>()),
+        TensorData::F16(_) => Tensor::from_vec(
+            shape,
+            v.into_iter().map(half::f16::from_f32).collect::<Vec<_>>(),
+        ),
         TensorData::F32(_) => Tensor::from_vec(shape, v),
-        other => Err(Error::Other(format!("expected a float tensor, got {}", other.dtype()))),
+        other => Err(Error::Other(format!(
+            "expected a float tensor, got {}",
+            other.dtype()
+        ))),
     }
 }
 
@@ -61,7 +71,10 @@ pub(super) fn reduce(
     noop_with_empty_axes: bool,
 ) -> Result<Tensor> {
     let rank = x.rank();
-    let axes: Vec<i64> = axes.map(|t| t.to_i64_vec()).transpose()?.unwrap_or_default();
+    let axes: Vec<i64> = axes
+        .map(|t| t.to_i64_vec())
+        .transpose()?
+        .unwrap_or_default();
     if axes.is_empty() && noop_with_empty_axes {
         return Ok(x.clone());
     }
@@ -73,7 +86,11 @@ pub(super) fn reduce(
         reduced[normalize_axis(a, rank)?] = true;
     }
     let shape = x.shape();
-    let out_shape_keep: Vec<usize> = shape.iter().zip(&reduced).map(|(&d, &r)| if r { 1 } else { d }).collect();
+    let out_shape_keep: Vec<usize> = shape
+        .iter()
+        .zip(&reduced)
+        .map(|(&d, &r)| if r { 1 } else { d })
+        .collect();
     let out_len: usize = out_shape_keep.iter().product();
     // Output strides in the input's index space (0 along reduced axes).
     let mut ostride = vec![0usize; rank];
@@ -84,11 +101,20 @@ pub(super) fn reduce(
             s *= shape[i];
         }
     }
-    let count = if out_len == 0 { 0 } else { x.len() / out_len.max(1) };
+    let count = if out_len == 0 {
+        0
+    } else {
+        x.len() / out_len.max(1)
+    };
     let out_shape: Vec<usize> = if keepdims {
         out_shape_keep
     } else {
-        shape.iter().zip(&reduced).filter(|(_, r)| !**r).map(|(&d, _)| d).collect()
+        shape
+            .iter()
+            .zip(&reduced)
+            .filter(|(_, r)| !**r)
+            .map(|(&d, _)| d)
+            .collect()
     };
     macro_rules! fold {
         ($v:expr, $init:expr, $f:expr) => {{
@@ -113,12 +139,18 @@ pub(super) fn reduce(
     match x.data() {
         TensorData::I64(v) => {
             let acc = match op {
-                ReduceOp::Sum | ReduceOp::Mean => fold!(v, 0i64, |a: i64, b: i64| a.wrapping_add(b)),
+                ReduceOp::Sum | ReduceOp::Mean => {
+                    fold!(v, 0i64, |a: i64, b: i64| a.wrapping_add(b))
+                }
                 ReduceOp::Prod => fold!(v, 1i64, |a: i64, b: i64| a.wrapping_mul(b)),
                 ReduceOp::Max => fold!(v, i64::MIN, |a: i64, b: i64| a.max(b)),
                 ReduceOp::Min => fold!(v, i64::MAX, |a: i64, b: i64| a.min(b)),
             };
-            let acc = if op == ReduceOp::Mean { acc.into_iter().map(|a| a / count.max(1) as i64).collect() } else { acc };
+            let acc = if op == ReduceOp::Mean {
+                acc.into_iter().map(|a| a / count.max(1) as i64).collect()
+            } else {
+                acc
+            };
             Tensor::from_vec(out_shape, acc)
         }
         TensorData::F32(_) | TensorData::F16(_) => {
@@ -126,13 +158,28 @@ pub(super) fn reduce(
             let acc = match op {
                 ReduceOp::Sum | ReduceOp::Mean => fold!(v, 0f32, |a: f32, b: f32| a + b),
                 ReduceOp::Prod => fold!(v, 1f32, |a: f32, b: f32| a * b),
-                ReduceOp::Max => fold!(v, f32::NEG_INFINITY, |a: f32, b: f32| if b > a || b.is_nan() { b } else { a }),
-                ReduceOp::Min => fold!(v, f32::INFINITY, |a: f32, b: f32| if b < a || b.is_nan() { b } else { a }),
+                ReduceOp::Max => fold!(
+                    v,
+                    f32::NEG_INFINITY,
+                    |a: f32, b: f32| if b > a || b.is_nan() { b } else { a }
+                ),
+                ReduceOp::Min => fold!(v, f32::INFINITY, |a: f32, b: f32| if b < a || b.is_nan() {
+                    b
+                } else {
+                    a
+                }),
             };
-            let acc = if op == ReduceOp::Mean { acc.into_iter().map(|a| a / count as f32).collect() } else { acc };
+            let acc = if op == ReduceOp::Mean {
+                acc.into_iter().map(|a| a / count as f32).collect()
+            } else {
+                acc
+            };
             float_like(x, out_shape, acc)
         }
-        other => Err(Error::Other(format!("reductions are not defined for {}", other.dtype()))),
+        other => Err(Error::Other(format!(
+            "reductions are not defined for {}",
+            other.dtype()
+        ))),
     }
 }
 
@@ -146,12 +193,25 @@ pub(super) fn batch_norm(
     eps: f32,
 ) -> Result<Tensor> {
     if x.rank() < 2 {
-        return Err(shape_err!("BatchNormalization needs rank >= 2, got {:?}", x.shape()));
+        return Err(shape_err!(
+            "BatchNormalization needs rank >= 2, got {:?}",
+            x.shape()
+        ));
     }
     let c = x.shape()[1];
-    let (s, b, m, vr) = (scale.to_f32_vec()?, bias.to_f32_vec()?, mean.to_f32_vec()?, var.to_f32_vec()?);
-    if [s.len(), b.len(), m.len(), vr.len()].iter().any(|&l| l != c) {
-        return Err(shape_err!("BatchNormalization parameters must have {c} elements (channels)"));
+    let (s, b, m, vr) = (
+        scale.to_f32_vec()?,
+        bias.to_f32_vec()?,
+        mean.to_f32_vec()?,
+        var.to_f32_vec()?,
+    );
+    if [s.len(), b.len(), m.len(), vr.len()]
+        .iter()
+        .any(|&l| l != c)
+    {
+        return Err(shape_err!(
+            "BatchNormalization parameters must have {c} elements (channels)"
+        ));
     }
     let inner: usize = x.shape()[2..].iter().product();
     let mut v = x.to_f32_vec()?;
@@ -166,7 +226,10 @@ pub(super) fn batch_norm(
 
 pub(super) fn global_pool(x: &Tensor, max: bool) -> Result<Tensor> {
     if x.rank() < 3 {
-        return Err(shape_err!("global pooling needs [N, C, spatial...], got {:?}", x.shape()));
+        return Err(shape_err!(
+            "global pooling needs [N, C, spatial...], got {:?}",
+            x.shape()
+        ));
     }
     let (n, c) = (x.shape()[0], x.shape()[1]);
     let inner: usize = x.shape()[2..].iter().product();

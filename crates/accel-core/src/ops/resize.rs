@@ -1,10 +1,14 @@
 //! Resize (nearest and linear, the modes exporters emit for upsampling).
 
 use crate::ir::{CoordTransform, NearestMode, Resize, ResizeMode};
-use crate::{shape_err, Result, Tensor, TensorData};
+use crate::{Result, Tensor, TensorData, shape_err};
 
 /// Output size and scale per axis from the `scales` or `sizes` input.
-pub fn resize_geometry(shape: &[usize], scales: Option<&Tensor>, sizes: Option<&Tensor>) -> Result<(Vec<usize>, Vec<f32>)> {
+pub fn resize_geometry(
+    shape: &[usize],
+    scales: Option<&Tensor>,
+    sizes: Option<&Tensor>,
+) -> Result<(Vec<usize>, Vec<f32>)> {
     let rank = shape.len();
     if let Some(sz) = sizes.filter(|t| !t.is_empty()) {
         let sz = sz.to_i64_vec()?;
@@ -12,14 +16,25 @@ pub fn resize_geometry(shape: &[usize], scales: Option<&Tensor>, sizes: Option<&
             return Err(shape_err!("Resize sizes {sz:?} do not match rank {rank}"));
         }
         let out: Vec<usize> = sz.iter().map(|&s| s.max(0) as usize).collect();
-        let scales = out.iter().zip(shape).map(|(&o, &i)| o as f32 / i.max(1) as f32).collect();
+        let scales = out
+            .iter()
+            .zip(shape)
+            .map(|(&o, &i)| o as f32 / i.max(1) as f32)
+            .collect();
         return Ok((out, scales));
     }
-    let sc = scales.filter(|t| !t.is_empty()).ok_or_else(|| shape_err!("Resize needs scales or sizes"))?.to_f32_vec()?;
+    let sc = scales
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| shape_err!("Resize needs scales or sizes"))?
+        .to_f32_vec()?;
     if sc.len() != rank {
         return Err(shape_err!("Resize scales {sc:?} do not match rank {rank}"));
     }
-    let out = shape.iter().zip(&sc).map(|(&d, &s)| (d as f32 * s).floor() as usize).collect();
+    let out = shape
+        .iter()
+        .zip(&sc)
+        .map(|(&d, &s)| (d as f32 * s).floor() as usize)
+        .collect();
     Ok((out, sc))
 }
 
@@ -28,10 +43,18 @@ fn source_coord(coord: CoordTransform, o: usize, scale: f32, in_len: usize, out_
     match coord {
         CoordTransform::HalfPixel => (o + 0.5) / scale - 0.5,
         CoordTransform::PytorchHalfPixel => {
-            if out_len > 1 { (o + 0.5) / scale - 0.5 } else { 0.0 }
+            if out_len > 1 {
+                (o + 0.5) / scale - 0.5
+            } else {
+                0.0
+            }
         }
         CoordTransform::AlignCorners => {
-            if out_len > 1 { o * (in_len as f32 - 1.0) / (out_len as f32 - 1.0) } else { 0.0 }
+            if out_len > 1 {
+                o * (in_len as f32 - 1.0) / (out_len as f32 - 1.0)
+            } else {
+                0.0
+            }
         }
         CoordTransform::Asymmetric | CoordTransform::TfCropAndResize => o / scale,
     }
@@ -40,7 +63,11 @@ fn source_coord(coord: CoordTransform, o: usize, scale: f32, in_len: usize, out_
 fn nearest(mode: NearestMode, x: f32) -> f32 {
     match mode {
         NearestMode::RoundPreferFloor => {
-            if x.fract() == 0.5 { x.floor() } else { x.round() }
+            if x.fract() == 0.5 {
+                x.floor()
+            } else {
+                x.round()
+            }
         }
         NearestMode::RoundPreferCeil => x.round(),
         NearestMode::Floor => x.floor(),
@@ -70,7 +97,12 @@ fn axis_taps(r: &Resize, in_len: usize, out_len: usize, scale: f32) -> Vec<(usiz
         .collect()
 }
 
-pub(super) fn resize(r: &Resize, x: &Tensor, scales: Option<&Tensor>, sizes: Option<&Tensor>) -> Result<Tensor> {
+pub(super) fn resize(
+    r: &Resize,
+    x: &Tensor,
+    scales: Option<&Tensor>,
+    sizes: Option<&Tensor>,
+) -> Result<Tensor> {
     let (out_shape, sc) = resize_geometry(x.shape(), scales, sizes)?;
     // Separable: resize one axis at a time.
     let mut cur = x.to_f32_vec()?;
@@ -97,7 +129,10 @@ pub(super) fn resize(r: &Resize, x: &Tensor, scales: Option<&Tensor>, sizes: Opt
         cur = next;
     }
     match x.data() {
-        TensorData::F16(_) => Tensor::from_vec(shape, cur.into_iter().map(half::f16::from_f32).collect::<Vec<_>>()),
+        TensorData::F16(_) => Tensor::from_vec(
+            shape,
+            cur.into_iter().map(half::f16::from_f32).collect::<Vec<_>>(),
+        ),
         _ => Tensor::from_vec(shape, cur),
     }
 }

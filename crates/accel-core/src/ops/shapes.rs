@@ -4,11 +4,11 @@
 //! target, say) become fresh symbols named after the output; a graph specialised to concrete
 //! input shapes (see `passes::specialize`) folds those away.
 
-use super::layout::{reshape_shape, squeeze_shape, unsqueeze_shape, Slices};
+use super::layout::{Slices, reshape_shape, squeeze_shape, unsqueeze_shape};
 use super::normalize_axis;
 use super::resize::resize_geometry;
 use crate::ir::{AutoPad, Dim, Node, Op, Window};
-use crate::{shape_err, DType, Error, Result, Tensor};
+use crate::{DType, Error, Result, Tensor, shape_err};
 
 /// Spatial geometry of a conv or pool on known input sizes.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,15 +21,33 @@ pub struct ResolvedWindow {
     pub output: Vec<usize>,
 }
 
-pub fn conv_output_size(input: usize, k: usize, stride: usize, dil: usize, pad: usize) -> Option<usize> {
+pub fn conv_output_size(
+    input: usize,
+    k: usize,
+    stride: usize,
+    dil: usize,
+    pad: usize,
+) -> Option<usize> {
     let span = dil * (k - 1) + 1;
     (input + pad).checked_sub(span).map(|r| r / stride + 1)
 }
 
-pub fn pool_output_size(input: usize, k: usize, stride: usize, dil: usize, pb: usize, pe: usize, ceil: bool) -> Option<usize> {
+pub fn pool_output_size(
+    input: usize,
+    k: usize,
+    stride: usize,
+    dil: usize,
+    pb: usize,
+    pe: usize,
+    ceil: bool,
+) -> Option<usize> {
     let span = dil * (k - 1) + 1;
     let r = (input + pb + pe).checked_sub(span)?;
-    let mut out = if ceil { r.div_ceil(stride) + 1 } else { r / stride + 1 };
+    let mut out = if ceil {
+        r.div_ceil(stride) + 1
+    } else {
+        r / stride + 1
+    };
     // A last window that would start inside the end padding is dropped.
     if ceil && (out - 1) * stride >= input + pb {
         out -= 1;
@@ -38,20 +56,30 @@ pub fn pool_output_size(input: usize, k: usize, stride: usize, dil: usize, pb: u
 }
 
 /// Resolves pads (incl. auto_pad) and output sizes of a Conv or pool window.
-pub fn resolve_window(w: &Window, input: &[usize], kernel: &[usize], ceil_mode: bool) -> Result<ResolvedWindow> {
+pub fn resolve_window(
+    w: &Window,
+    input: &[usize],
+    kernel: &[usize],
+    ceil_mode: bool,
+) -> Result<ResolvedWindow> {
     let n = input.len();
     let or1 = |v: &Vec<usize>| if v.is_empty() { vec![1; n] } else { v.clone() };
     let strides = or1(&w.strides);
     let dilations = or1(&w.dilations);
     if kernel.len() != n || strides.len() != n || dilations.len() != n {
-        return Err(shape_err!("window attributes do not match {n} spatial axes"));
+        return Err(shape_err!(
+            "window attributes do not match {n} spatial axes"
+        ));
     }
     let (mut pb, mut pe) = if w.pads.is_empty() {
         (vec![0; n], vec![0; n])
     } else if w.pads.len() == 2 * n {
         (w.pads[..n].to_vec(), w.pads[n..].to_vec())
     } else {
-        return Err(shape_err!("pads {:?} do not match {n} spatial axes", w.pads));
+        return Err(shape_err!(
+            "pads {:?} do not match {n} spatial axes",
+            w.pads
+        ));
     };
     match w.auto_pad {
         AutoPad::NotSet => {}
@@ -65,7 +93,11 @@ pub fn resolve_window(w: &Window, input: &[usize], kernel: &[usize], ceil_mode: 
                 let span = dilations[i] * (kernel[i] - 1) + 1;
                 let total = ((out - 1) * strides[i] + span).saturating_sub(input[i]);
                 let small = total / 2;
-                (pb[i], pe[i]) = if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                (pb[i], pe[i]) = if w.auto_pad == AutoPad::SameUpper {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
             }
         }
     }
@@ -74,11 +106,32 @@ pub fn resolve_window(w: &Window, input: &[usize], kernel: &[usize], ceil_mode: 
         if kernel[i] == 0 {
             return Err(shape_err!("kernel size 0"));
         }
-        let o = pool_output_size(input[i], kernel[i], strides[i], dilations[i], pb[i], pe[i], ceil_mode)
-            .ok_or_else(|| shape_err!("window {kernel:?} does not fit input {input:?} with pads {:?}/{:?}", pb, pe))?;
+        let o = pool_output_size(
+            input[i],
+            kernel[i],
+            strides[i],
+            dilations[i],
+            pb[i],
+            pe[i],
+            ceil_mode,
+        )
+        .ok_or_else(|| {
+            shape_err!(
+                "window {kernel:?} does not fit input {input:?} with pads {:?}/{:?}",
+                pb,
+                pe
+            )
+        })?;
         output.push(o);
     }
-    Ok(ResolvedWindow { kernel: kernel.to_vec(), strides, dilations, pads_begin: pb, pads_end: pe, output })
+    Ok(ResolvedWindow {
+        kernel: kernel.to_vec(),
+        strides,
+        dilations,
+        pads_begin: pb,
+        pads_end: pe,
+        output,
+    })
 }
 
 /// Pads and output sizes of a ConvTranspose on known input sizes.
@@ -93,34 +146,52 @@ pub fn resolve_conv_transpose(
     let or1 = |v: &Vec<usize>| if v.is_empty() { vec![1; n] } else { v.clone() };
     let strides = or1(&w.strides);
     let dilations = or1(&w.dilations);
-    let opad = if output_padding.is_empty() { vec![0; n] } else { output_padding.to_vec() };
+    let opad = if output_padding.is_empty() {
+        vec![0; n]
+    } else {
+        output_padding.to_vec()
+    };
     if kernel.len() != n || strides.len() != n || dilations.len() != n || opad.len() != n {
-        return Err(shape_err!("ConvTranspose attributes do not match {n} spatial axes"));
+        return Err(shape_err!(
+            "ConvTranspose attributes do not match {n} spatial axes"
+        ));
     }
-    let full = |i: usize| strides[i] * (input[i] - 1) + opad[i] + dilations[i] * (kernel[i] - 1) + 1;
+    let full =
+        |i: usize| strides[i] * (input[i] - 1) + opad[i] + dilations[i] * (kernel[i] - 1) + 1;
     let mut pb = vec![0; n];
     let mut pe = vec![0; n];
     let target: Option<Vec<usize>> = match (output_shape, w.auto_pad) {
         (Some(s), _) => Some(s[s.len().saturating_sub(n)..].to_vec()),
-        (None, AutoPad::SameUpper | AutoPad::SameLower) => Some((0..n).map(|i| input[i] * strides[i]).collect()),
+        (None, AutoPad::SameUpper | AutoPad::SameLower) => {
+            Some((0..n).map(|i| input[i] * strides[i]).collect())
+        }
         _ => None,
     };
     match target {
         Some(t) => {
             if t.len() != n {
-                return Err(shape_err!("output_shape {t:?} does not match {n} spatial axes"));
+                return Err(shape_err!(
+                    "output_shape {t:?} does not match {n} spatial axes"
+                ));
             }
             for i in 0..n {
-                let total = full(i)
-                    .checked_sub(t[i])
-                    .ok_or_else(|| shape_err!("output_shape {t:?} is larger than ConvTranspose can produce"))?;
+                let total = full(i).checked_sub(t[i]).ok_or_else(|| {
+                    shape_err!("output_shape {t:?} is larger than ConvTranspose can produce")
+                })?;
                 let small = total / 2;
-                (pb[i], pe[i]) = if w.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                (pb[i], pe[i]) = if w.auto_pad == AutoPad::SameUpper {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
             }
         }
         None if !w.pads.is_empty() => {
             if w.pads.len() != 2 * n {
-                return Err(shape_err!("pads {:?} do not match {n} spatial axes", w.pads));
+                return Err(shape_err!(
+                    "pads {:?} do not match {n} spatial axes",
+                    w.pads
+                ));
             }
             pb = w.pads[..n].to_vec();
             pe = w.pads[n..].to_vec();
@@ -128,34 +199,66 @@ pub fn resolve_conv_transpose(
         None => {}
     }
     let output = (0..n)
-        .map(|i| full(i).checked_sub(pb[i] + pe[i]).filter(|&o| o > 0).ok_or_else(|| shape_err!("pads exceed the ConvTranspose output")))
+        .map(|i| {
+            full(i)
+                .checked_sub(pb[i] + pe[i])
+                .filter(|&o| o > 0)
+                .ok_or_else(|| shape_err!("pads exceed the ConvTranspose output"))
+        })
         .collect::<Result<_>>()?;
-    Ok(ResolvedWindow { kernel: kernel.to_vec(), strides, dilations, pads_begin: pb, pads_end: pe, output })
+    Ok(ResolvedWindow {
+        kernel: kernel.to_vec(),
+        strides,
+        dilations,
+        pads_begin: pb,
+        pads_end: pe,
+        output,
+    })
 }
 
 type Shape = Vec<Dim>;
 
+/// A value's dtype and, when known, its (possibly symbolic) shape.
+pub type TypeInfo = (DType, Option<Vec<Dim>>);
+
 struct Ctx<'a> {
     node: &'a Node,
-    types: &'a [Option<(DType, Option<Shape>)>],
+    types: &'a [Option<TypeInfo>],
     consts: &'a [Option<&'a Tensor>],
 }
 
 impl Ctx<'_> {
     fn dtype(&self, i: usize) -> Result<DType> {
-        self.types.get(i).and_then(|t| t.as_ref()).map(|t| t.0).ok_or_else(|| Error::node(self.node, format!("input {i} is required")))
+        self.types
+            .get(i)
+            .and_then(|t| t.as_ref())
+            .map(|t| t.0)
+            .ok_or_else(|| Error::node(self.node, format!("input {i} is required")))
     }
     fn shape(&self, i: usize) -> Option<&Shape> {
-        self.types.get(i).and_then(|t| t.as_ref()).and_then(|t| t.1.as_ref())
+        self.types
+            .get(i)
+            .and_then(|t| t.as_ref())
+            .and_then(|t| t.1.as_ref())
     }
     fn known(&self, i: usize) -> Option<Vec<usize>> {
         self.shape(i)?.iter().map(Dim::known).collect()
     }
     fn ints(&self, i: usize) -> Result<Option<Vec<i64>>> {
-        self.consts.get(i).copied().flatten().map(|t| t.to_i64_vec()).transpose()
+        self.consts
+            .get(i)
+            .copied()
+            .flatten()
+            .map(|t| t.to_i64_vec())
+            .transpose()
     }
     fn fresh(&self, out: usize, rank: usize) -> Shape {
-        let name = self.node.outputs.get(out).map(String::as_str).unwrap_or("?");
+        let name = self
+            .node
+            .outputs
+            .get(out)
+            .map(String::as_str)
+            .unwrap_or("?");
         (0..rank).map(|d| Dim::Sym(format!("{name}:{d}"))).collect()
     }
 }
@@ -169,13 +272,23 @@ fn broadcast_dims(a: &Shape, b: &Shape) -> Result<Shape> {
     let one = Dim::Known(1);
     (0..rank)
         .map(|i| {
-            let da = if i + a.len() >= rank { &a[i + a.len() - rank] } else { &one };
-            let db = if i + b.len() >= rank { &b[i + b.len() - rank] } else { &one };
+            let da = if i + a.len() >= rank {
+                &a[i + a.len() - rank]
+            } else {
+                &one
+            };
+            let db = if i + b.len() >= rank {
+                &b[i + b.len() - rank]
+            } else {
+                &one
+            };
             Ok(match (da, db) {
                 (x, y) if x == y => x.clone(),
                 (Dim::Known(1), y) => y.clone(),
                 (x, Dim::Known(1)) => x.clone(),
-                (Dim::Known(x), Dim::Known(y)) => return Err(shape_err!("dims {x} and {y} do not broadcast")),
+                (Dim::Known(x), Dim::Known(y)) => {
+                    return Err(shape_err!("dims {x} and {y} do not broadcast"));
+                }
                 // A symbol against a known dim > 1 must equal it.
                 (Dim::Sym(_), k @ Dim::Known(_)) | (k @ Dim::Known(_), Dim::Sym(_)) => k.clone(),
                 (s @ Dim::Sym(_), Dim::Sym(_)) => s.clone(),
@@ -188,10 +301,14 @@ fn broadcast_dims(a: &Shape, b: &Shape) -> Result<Shape> {
 /// i, `consts[i]` its value when constant.
 pub fn infer(
     node: &Node,
-    types: &[Option<(DType, Option<Vec<Dim>>)>],
+    types: &[Option<TypeInfo>],
     consts: &[Option<&Tensor>],
-) -> Result<Vec<(DType, Option<Vec<Dim>>)>> {
-    let c = Ctx { node, types, consts };
+) -> Result<Vec<TypeInfo>> {
+    let c = Ctx {
+        node,
+        types,
+        consts,
+    };
     infer_inner(&c).map_err(|e| match e {
         Error::Shape(m) | Error::Other(m) => Error::node(node, m),
         other => other,
@@ -202,7 +319,12 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
     let x_shape = c.shape(0).cloned();
     let same = || Ok(vec![(c.dtype(0)?, x_shape.clone())]);
     match &c.node.op {
-        Op::Unary(_) | Op::Clip | Op::LeakyRelu { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::Identity
+        Op::Unary(_)
+        | Op::Clip
+        | Op::LeakyRelu { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::Identity
         | Op::BatchNormalization { .. } => same(),
         Op::Dropout => {
             let mut v = same()?;
@@ -213,7 +335,11 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
         }
         Op::Binary(b) => {
             use crate::ir::BinaryOp::*;
-            let dt = if matches!(b, Equal | Less | Greater) { DType::Bool } else { c.dtype(0)? };
+            let dt = if matches!(b, Equal | Less | Greater) {
+                DType::Bool
+            } else {
+                c.dtype(0)?
+            };
             let shape = match (c.shape(0), c.shape(1)) {
                 (Some(a), Some(b)) => Some(broadcast_dims(a, b)?),
                 _ => None,
@@ -230,7 +356,12 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
         Op::Cast { to } => Ok(vec![(*to, x_shape)]),
         Op::Conv(_) | Op::ConvTranspose(_) | Op::MaxPool(_) | Op::AveragePool(_) => conv_like(c),
         Op::GlobalAveragePool | Op::GlobalMaxPool => {
-            let shape = x_shape.map(|s| s.iter().enumerate().map(|(i, d)| if i < 2 { d.clone() } else { Dim::Known(1) }).collect());
+            let shape = x_shape.map(|s| {
+                s.iter()
+                    .enumerate()
+                    .map(|(i, d)| if i < 2 { d.clone() } else { Dim::Known(1) })
+                    .collect()
+            });
             Ok(vec![(c.dtype(0)?, shape)])
         }
         Op::MatMul { .. } => {
@@ -243,8 +374,16 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
         Op::Gemm(g) => {
             let shape = match (c.shape(0), c.shape(1)) {
                 (Some(a), Some(b)) if a.len() == 2 && b.len() == 2 => {
-                    let m = if g.trans_a { a[1].clone() } else { a[0].clone() };
-                    let n = if g.trans_b { b[0].clone() } else { b[1].clone() };
+                    let m = if g.trans_a {
+                        a[1].clone()
+                    } else {
+                        a[0].clone()
+                    };
+                    let n = if g.trans_b {
+                        b[0].clone()
+                    } else {
+                        b[1].clone()
+                    };
                     Some(vec![m, n])
                 }
                 (Some(_), Some(_)) => return Err(shape_err!("Gemm needs 2-D inputs")),
@@ -256,21 +395,44 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
             let dirs = Dim::Known(l.direction.num_directions());
             let h = Dim::Known(l.hidden_size);
             let dt = c.dtype(0)?;
-            let Some(x) = c.shape(0) else { return Ok(vec![(dt, None); c.node.outputs.len()]) };
+            let Some(x) = c.shape(0) else {
+                return Ok(vec![(dt, None); c.node.outputs.len()]);
+            };
             if x.len() != 3 {
                 return Err(shape_err!("LSTM input must be 3-D, got rank {}", x.len()));
             }
-            let (seq, batch) = if l.layout == 0 { (x[0].clone(), x[1].clone()) } else { (x[1].clone(), x[0].clone()) };
-            let (y, state) = if l.layout == 0 {
-                (vec![seq, dirs.clone(), batch.clone(), h.clone()], vec![dirs, batch, h])
+            let (seq, batch) = if l.layout == 0 {
+                (x[0].clone(), x[1].clone())
             } else {
-                (vec![batch.clone(), seq, dirs.clone(), h.clone()], vec![batch, dirs, h])
+                (x[1].clone(), x[0].clone())
             };
-            Ok(vec![(dt, Some(y)), (dt, Some(state.clone())), (dt, Some(state))].into_iter().take(c.node.outputs.len()).collect())
+            let (y, state) = if l.layout == 0 {
+                (
+                    vec![seq, dirs.clone(), batch.clone(), h.clone()],
+                    vec![dirs, batch, h],
+                )
+            } else {
+                (
+                    vec![batch.clone(), seq, dirs.clone(), h.clone()],
+                    vec![batch, dirs, h],
+                )
+            };
+            Ok(
+                vec![(dt, Some(y)), (dt, Some(state.clone())), (dt, Some(state))]
+                    .into_iter()
+                    .take(c.node.outputs.len())
+                    .collect(),
+            )
         }
-        Op::Reduce { keepdims, noop_with_empty_axes, .. } => {
+        Op::Reduce {
+            keepdims,
+            noop_with_empty_axes,
+            ..
+        } => {
             let dt = c.dtype(0)?;
-            let Some(x) = c.shape(0) else { return Ok(vec![(dt, None)]) };
+            let Some(x) = c.shape(0) else {
+                return Ok(vec![(dt, None)]);
+            };
             let axes = if c.node.input(1).is_some() {
                 match c.ints(1)? {
                     Some(a) => a,
@@ -289,14 +451,25 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
             let shape = x
                 .iter()
                 .zip(&red)
-                .filter_map(|(d, &r)| if !r { Some(d.clone()) } else if *keepdims { Some(Dim::Known(1)) } else { None })
+                .filter_map(|(d, &r)| {
+                    if !r {
+                        Some(d.clone())
+                    } else if *keepdims {
+                        Some(Dim::Known(1))
+                    } else {
+                        None
+                    }
+                })
                 .collect();
             Ok(vec![(dt, Some(shape))])
         }
         Op::Concat { axis } => {
             let dt = c.dtype(0)?;
-            let shapes: Option<Vec<&Shape>> = (0..c.node.inputs.len()).map(|i| c.shape(i)).collect();
-            let Some(shapes) = shapes else { return Ok(vec![(dt, None)]) };
+            let shapes: Option<Vec<&Shape>> =
+                (0..c.node.inputs.len()).map(|i| c.shape(i)).collect();
+            let Some(shapes) = shapes else {
+                return Ok(vec![(dt, None)]);
+            };
             let rank = shapes[0].len();
             let a = normalize_axis(*axis, rank)?;
             let mut out = shapes[0].clone();
@@ -309,20 +482,26 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
         }
         Op::Split { axis, num_outputs } => {
             let dt = c.dtype(0)?;
-            let Some(x) = c.shape(0) else { return Ok(vec![(dt, None); *num_outputs]) };
+            let Some(x) = c.shape(0) else {
+                return Ok(vec![(dt, None); *num_outputs]);
+            };
             let a = normalize_axis(*axis, x.len())?;
             let sizes: Option<Vec<usize>> = match c.ints(1)? {
                 Some(s) => Some(s.iter().map(|&v| v.max(0) as usize).collect()),
                 None if c.node.input(1).is_none() => x[a].known().map(|len| {
                     let chunk = len.div_ceil(*num_outputs);
-                    (0..*num_outputs).map(|i| chunk.min(len.saturating_sub(i * chunk))).collect()
+                    (0..*num_outputs)
+                        .map(|i| chunk.min(len.saturating_sub(i * chunk)))
+                        .collect()
                 }),
                 None => None,
             };
             Ok((0..*num_outputs)
                 .map(|i| {
                     let mut s = x.clone();
-                    s[a] = sizes.as_ref().map_or_else(|| c.fresh(i, x.len())[a].clone(), |v| Dim::Known(v[i]));
+                    s[a] = sizes
+                        .as_ref()
+                        .map_or_else(|| c.fresh(i, x.len())[a].clone(), |v| Dim::Known(v[i]));
                     (dt, Some(s))
                 })
                 .collect())
@@ -333,20 +512,35 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
                 let rank = c.shape(1).and_then(|s| s.first()).and_then(Dim::known);
                 return Ok(vec![(dt, rank.map(|r| c.fresh(0, r)))]);
             };
-            Ok(vec![(dt, Some(reshape_dims(c, x_shape.as_ref(), &target, *allowzero)?))])
+            Ok(vec![(
+                dt,
+                Some(reshape_dims(c, x_shape.as_ref(), &target, *allowzero)?),
+            )])
         }
         Op::Transpose { perm } => {
             let dt = c.dtype(0)?;
             let shape = x_shape.map(|s| {
                 let perm = perm.clone().unwrap_or_else(|| (0..s.len()).rev().collect());
-                perm.iter().map(|&p| s.get(p).cloned().ok_or_else(|| shape_err!("perm {perm:?} exceeds rank {}", s.len()))).collect::<Result<Shape>>()
+                perm.iter()
+                    .map(|&p| {
+                        s.get(p)
+                            .cloned()
+                            .ok_or_else(|| shape_err!("perm {perm:?} exceeds rank {}", s.len()))
+                    })
+                    .collect::<Result<Shape>>()
             });
             Ok(vec![(dt, shape.transpose()?)])
         }
         Op::Squeeze | Op::Unsqueeze => {
             let dt = c.dtype(0)?;
-            let Some(x) = c.shape(0) else { return Ok(vec![(dt, None)]) };
-            let axes = if c.node.input(1).is_some() { c.ints(1)? } else { None };
+            let Some(x) = c.shape(0) else {
+                return Ok(vec![(dt, None)]);
+            };
+            let axes = if c.node.input(1).is_some() {
+                c.ints(1)?
+            } else {
+                None
+            };
             let squeeze = matches!(c.node.op, Op::Squeeze);
             if c.node.input(1).is_some() && axes.is_none() {
                 return Ok(vec![(dt, None)]);
@@ -358,7 +552,11 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
                         for &ax in a {
                             drop[normalize_axis(ax, x.len())?] = true;
                         }
-                        x.iter().zip(drop).filter(|(_, d)| !d).map(|(s, _)| s.clone()).collect()
+                        x.iter()
+                            .zip(drop)
+                            .filter(|(_, d)| !d)
+                            .map(|(s, _)| s.clone())
+                            .collect()
                     }
                     None => match c.known(0) {
                         Some(k) => known_shape(&squeeze_shape(&k, None)?),
@@ -369,13 +567,23 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
                 let axes = axes.unwrap_or_default();
                 let ones = unsqueeze_shape(&vec![2; x.len()], &axes)?;
                 let mut src = x.iter();
-                ones.iter().map(|&d| if d == 1 { Dim::Known(1) } else { src.next().cloned().unwrap_or(Dim::Known(1)) }).collect()
+                ones.iter()
+                    .map(|&d| {
+                        if d == 1 {
+                            Dim::Known(1)
+                        } else {
+                            src.next().cloned().unwrap_or(Dim::Known(1))
+                        }
+                    })
+                    .collect()
             };
             Ok(vec![(dt, Some(shape))])
         }
         Op::Flatten { axis } => {
             let dt = c.dtype(0)?;
-            let Some(x) = c.shape(0) else { return Ok(vec![(dt, Some(c.fresh(0, 2)))]) };
+            let Some(x) = c.shape(0) else {
+                return Ok(vec![(dt, Some(c.fresh(0, 2)))]);
+            };
             let a = normalize_axis(*axis, x.len() + 1)?;
             let prod = |s: &[Dim], i: usize| -> Dim {
                 let p: Option<usize> = s.iter().map(Dim::known).product();
@@ -393,11 +601,18 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
                 let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r);
                 (clamp(end.unwrap_or(r)) - clamp(*start)).max(0) as usize
             });
-            Ok(vec![(DType::I64, Some(vec![len.map_or_else(|| c.fresh(0, 1)[0].clone(), Dim::Known)]))])
+            Ok(vec![(
+                DType::I64,
+                Some(vec![
+                    len.map_or_else(|| c.fresh(0, 1)[0].clone(), Dim::Known),
+                ]),
+            )])
         }
         Op::Gather { axis } => {
             let dt = c.dtype(0)?;
-            let (Some(x), Some(i)) = (c.shape(0), c.shape(1)) else { return Ok(vec![(dt, None)]) };
+            let (Some(x), Some(i)) = (c.shape(0), c.shape(1)) else {
+                return Ok(vec![(dt, None)]);
+            };
             let a = normalize_axis(*axis, x.len())?;
             let mut s = x[..a].to_vec();
             s.extend(i.iter().cloned());
@@ -406,18 +621,38 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
         }
         Op::Slice => {
             let dt = c.dtype(0)?;
-            let Some(x) = c.shape(0) else { return Ok(vec![(dt, None)]) };
-            let (Some(starts), Some(ends)) = (c.ints(1)?, c.ints(2)?) else { return Ok(vec![(dt, Some(c.fresh(0, x.len())))]) };
-            let axes = if c.node.input(3).is_some() { c.ints(3)? } else { None };
-            let steps = if c.node.input(4).is_some() { c.ints(4)? } else { None };
-            if (c.node.input(3).is_some() && axes.is_none()) || (c.node.input(4).is_some() && steps.is_none()) {
+            let Some(x) = c.shape(0) else {
+                return Ok(vec![(dt, None)]);
+            };
+            let (Some(starts), Some(ends)) = (c.ints(1)?, c.ints(2)?) else {
+                return Ok(vec![(dt, Some(c.fresh(0, x.len())))]);
+            };
+            let axes = if c.node.input(3).is_some() {
+                c.ints(3)?
+            } else {
+                None
+            };
+            let steps = if c.node.input(4).is_some() {
+                c.ints(4)?
+            } else {
+                None
+            };
+            if (c.node.input(3).is_some() && axes.is_none())
+                || (c.node.input(4).is_some() && steps.is_none())
+            {
                 return Ok(vec![(dt, Some(c.fresh(0, x.len())))]);
             }
             // Slice the known dims with a stand-in size for symbols, then restore untouched symbols.
-            let stand_in: Vec<usize> = x.iter().map(|d| d.known().unwrap_or(usize::MAX / 4)).collect();
+            let stand_in: Vec<usize> = x
+                .iter()
+                .map(|d| d.known().unwrap_or(usize::MAX / 4))
+                .collect();
             let s = Slices::new(&stand_in, &starts, &ends, axes.as_deref(), steps.as_deref())?;
             let touched: Vec<usize> = match &axes {
-                Some(a) => a.iter().map(|&ax| normalize_axis(ax, x.len())).collect::<Result<_>>()?,
+                Some(a) => a
+                    .iter()
+                    .map(|&ax| normalize_axis(ax, x.len()))
+                    .collect::<Result<_>>()?,
                 None => (0..starts.len()).collect(),
             };
             let fresh = c.fresh(0, x.len());
@@ -434,14 +669,19 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
             let dt = c.dtype(0)?;
             let (Some(x), Some(t)) = (c.shape(0), c.ints(1)?) else {
                 let rank = c.shape(1).and_then(|s| s.first()).and_then(Dim::known);
-                return Ok(vec![(dt, rank.map(|r| c.fresh(0, r.max(c.shape(0).map_or(0, |s| s.len())))))]);
+                return Ok(vec![(
+                    dt,
+                    rank.map(|r| c.fresh(0, r.max(c.shape(0).map_or(0, |s| s.len())))),
+                )]);
             };
             let t: Shape = t.iter().map(|&d| Dim::Known(d.max(0) as usize)).collect();
             Ok(vec![(dt, Some(broadcast_dims(x, &t)?))])
         }
         Op::Tile => {
             let dt = c.dtype(0)?;
-            let (Some(x), Some(r)) = (c.shape(0), c.ints(1)?) else { return Ok(vec![(dt, c.shape(0).map(|s| c.fresh(0, s.len())))]) };
+            let (Some(x), Some(r)) = (c.shape(0), c.ints(1)?) else {
+                return Ok(vec![(dt, c.shape(0).map(|s| c.fresh(0, s.len())))]);
+            };
             let fresh = c.fresh(0, x.len());
             let shape = x
                 .iter()
@@ -457,21 +697,39 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
         }
         Op::Pad { .. } => {
             let dt = c.dtype(0)?;
-            let Some(x) = c.shape(0) else { return Ok(vec![(dt, None)]) };
-            let Some(pads) = c.ints(1)? else { return Ok(vec![(dt, Some(c.fresh(0, x.len())))]) };
-            let axes: Vec<usize> = match if c.node.input(3).is_some() { c.ints(3)? } else { None } {
-                Some(a) => a.iter().map(|&ax| normalize_axis(ax, x.len())).collect::<Result<_>>()?,
+            let Some(x) = c.shape(0) else {
+                return Ok(vec![(dt, None)]);
+            };
+            let Some(pads) = c.ints(1)? else {
+                return Ok(vec![(dt, Some(c.fresh(0, x.len())))]);
+            };
+            let axes: Vec<usize> = match if c.node.input(3).is_some() {
+                c.ints(3)?
+            } else {
+                None
+            } {
+                Some(a) => a
+                    .iter()
+                    .map(|&ax| normalize_axis(ax, x.len()))
+                    .collect::<Result<_>>()?,
                 None => (0..x.len()).collect(),
             };
             if pads.len() != 2 * axes.len() {
-                return Err(shape_err!("Pad expects {} pad values, got {}", 2 * axes.len(), pads.len()));
+                return Err(shape_err!(
+                    "Pad expects {} pad values, got {}",
+                    2 * axes.len(),
+                    pads.len()
+                ));
             }
             let mut shape = x.clone();
             let fresh = c.fresh(0, x.len());
             for (k, &a) in axes.iter().enumerate() {
                 let add = pads[k] + pads[k + axes.len()];
                 shape[a] = match &x[a] {
-                    Dim::Known(d) => Dim::Known(usize::try_from(*d as i64 + add).map_err(|_| shape_err!("Pad makes a negative dimension"))?),
+                    Dim::Known(d) => Dim::Known(
+                        usize::try_from(*d as i64 + add)
+                            .map_err(|_| shape_err!("Pad makes a negative dimension"))?,
+                    ),
                     s if add == 0 => s.clone(),
                     _ => fresh[a].clone(),
                 };
@@ -480,7 +738,9 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
         }
         Op::Resize(_) => {
             let dt = c.dtype(0)?;
-            let Some(x) = c.shape(0) else { return Ok(vec![(dt, None)]) };
+            let Some(x) = c.shape(0) else {
+                return Ok(vec![(dt, None)]);
+            };
             let scales = c.consts.get(2).copied().flatten();
             let sizes = c.consts.get(3).copied().flatten();
             let fresh = c.fresh(0, x.len());
@@ -501,9 +761,17 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
         }
         Op::Range => {
             let dt = c.dtype(0)?;
-            let len = match (c.consts.first().copied().flatten(), c.consts.get(1).copied().flatten(), c.consts.get(2).copied().flatten()) {
+            let len = match (
+                c.consts.first().copied().flatten(),
+                c.consts.get(1).copied().flatten(),
+                c.consts.get(2).copied().flatten(),
+            ) {
                 (Some(s), Some(l), Some(d)) => {
-                    let (s, l, d) = (s.to_f32_vec()?[0] as f64, l.to_f32_vec()?[0] as f64, d.to_f32_vec()?[0] as f64);
+                    let (s, l, d) = (
+                        s.to_f32_vec()?[0] as f64,
+                        l.to_f32_vec()?[0] as f64,
+                        d.to_f32_vec()?[0] as f64,
+                    );
                     Dim::Known(((l - s) / d).ceil().max(0.0) as usize)
                 }
                 _ => c.fresh(0, 1)[0].clone(),
@@ -513,7 +781,11 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
         Op::ConstantOfShape { value } => {
             let shape = match c.ints(0)? {
                 Some(s) => Some(s.iter().map(|&d| Dim::Known(d.max(0) as usize)).collect()),
-                None => c.shape(0).and_then(|s| s.first()).and_then(Dim::known).map(|r| c.fresh(0, r)),
+                None => c
+                    .shape(0)
+                    .and_then(|s| s.first())
+                    .and_then(Dim::known)
+                    .map(|r| c.fresh(0, r)),
             };
             Ok(vec![(value.dtype(), shape)])
         }
@@ -522,12 +794,20 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
 
 fn conv_like(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
     let dt = c.dtype(0)?;
-    let Some(x) = c.shape(0) else { return Ok(vec![(dt, None)]) };
+    let Some(x) = c.shape(0) else {
+        return Ok(vec![(dt, None)]);
+    };
     if x.len() < 3 {
-        return Err(shape_err!("{} needs [N, C, spatial...], got rank {}", c.node.op.name(), x.len()));
+        return Err(shape_err!(
+            "{} needs [N, C, spatial...], got rank {}",
+            c.node.op.name(),
+            x.len()
+        ));
     }
     let spatial: Option<Vec<usize>> = x[2..].iter().map(Dim::known).collect();
-    let w = c.shape(1).and_then(|s| s.iter().map(Dim::known).collect::<Option<Vec<_>>>());
+    let w = c
+        .shape(1)
+        .and_then(|s| s.iter().map(Dim::known).collect::<Option<Vec<_>>>());
     let out_channels = match &c.node.op {
         Op::Conv(_) => w.as_ref().map(|w| Dim::Known(w[0])),
         Op::ConvTranspose(ct) => w.as_ref().map(|w| Dim::Known(w[1] * ct.group)),
@@ -535,7 +815,9 @@ fn conv_like(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
     };
     let kernel: Option<Vec<usize>> = match &c.node.op {
         Op::Conv(cv) if !cv.window.kernel_shape.is_empty() => Some(cv.window.kernel_shape.clone()),
-        Op::ConvTranspose(ct) if !ct.window.kernel_shape.is_empty() => Some(ct.window.kernel_shape.clone()),
+        Op::ConvTranspose(ct) if !ct.window.kernel_shape.is_empty() => {
+            Some(ct.window.kernel_shape.clone())
+        }
         Op::MaxPool(p) | Op::AveragePool(p) => Some(p.window.kernel_shape.clone()),
         _ => w.as_ref().map(|w| w[2..].to_vec()),
     };
@@ -545,9 +827,18 @@ fn conv_like(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
     let out = match &c.node.op {
         Op::Conv(cv) => resolve_window(&cv.window, &spatial, &kernel, false)?.output,
         Op::ConvTranspose(ct) => {
-            resolve_conv_transpose(&ct.window, &spatial, &kernel, &ct.output_padding, ct.output_shape.as_deref())?.output
+            resolve_conv_transpose(
+                &ct.window,
+                &spatial,
+                &kernel,
+                &ct.output_padding,
+                ct.output_shape.as_deref(),
+            )?
+            .output
         }
-        Op::MaxPool(p) | Op::AveragePool(p) => resolve_window(&p.window, &spatial, &kernel, p.ceil_mode)?.output,
+        Op::MaxPool(p) | Op::AveragePool(p) => {
+            resolve_window(&p.window, &spatial, &kernel, p.ceil_mode)?.output
+        }
         _ => unreachable!("conv_like is only called for convs and pools"),
     };
     let mut shape = vec![x[0].clone(), oc];
@@ -559,13 +850,21 @@ fn matmul_shape(a: &Shape, b: &Shape) -> Result<Shape> {
     if a.is_empty() || b.is_empty() {
         return Err(shape_err!("MatMul does not take scalars"));
     }
-    let a2: Shape = if a.len() == 1 { vec![Dim::Known(1), a[0].clone()] } else { a.clone() };
-    let b2: Shape = if b.len() == 1 { vec![b[0].clone(), Dim::Known(1)] } else { b.clone() };
+    let a2: Shape = if a.len() == 1 {
+        vec![Dim::Known(1), a[0].clone()]
+    } else {
+        a.clone()
+    };
+    let b2: Shape = if b.len() == 1 {
+        vec![b[0].clone(), Dim::Known(1)]
+    } else {
+        b.clone()
+    };
     let (ka, kb) = (&a2[a2.len() - 1], &b2[b2.len() - 2]);
-    if let (Dim::Known(x), Dim::Known(y)) = (ka, kb) {
-        if x != y {
-            return Err(shape_err!("MatMul inner dimensions differ: {x} vs {y}"));
-        }
+    if let (Dim::Known(x), Dim::Known(y)) = (ka, kb)
+        && x != y
+    {
+        return Err(shape_err!("MatMul inner dimensions differ: {x} vs {y}"));
     }
     let batch = broadcast_dims(&a2[..a2.len() - 2].to_vec(), &b2[..b2.len() - 2].to_vec())?;
     let mut out = batch;
@@ -580,7 +879,9 @@ fn matmul_shape(a: &Shape, b: &Shape) -> Result<Shape> {
 
 /// Reshape over symbolic dims: 0 copies, -1 absorbs what is left, including a lone symbol.
 fn reshape_dims(c: &Ctx, x: Option<&Shape>, target: &[i64], allowzero: bool) -> Result<Shape> {
-    let Some(x) = x else { return Ok(c.fresh(0, target.len())) };
+    let Some(x) = x else {
+        return Ok(c.fresh(0, target.len()));
+    };
     if let Some(k) = c.known(0) {
         return Ok(known_shape(&reshape_shape(&k, target, allowzero)?));
     }
@@ -592,7 +893,11 @@ fn reshape_dims(c: &Ctx, x: Option<&Shape>, target: &[i64], allowzero: bool) -> 
                 infer = Some(i);
                 out.push(Dim::Known(1));
             }
-            0 if !allowzero => out.push(x.get(i).cloned().ok_or_else(|| shape_err!("Reshape 0 at axis {i} has no input dim"))?),
+            0 if !allowzero => out.push(
+                x.get(i)
+                    .cloned()
+                    .ok_or_else(|| shape_err!("Reshape 0 at axis {i} has no input dim"))?,
+            ),
             d => out.push(Dim::Known(d.max(0) as usize)),
         }
     }
@@ -604,7 +909,7 @@ fn reshape_dims(c: &Ctx, x: Option<&Shape>, target: &[i64], allowzero: bool) -> 
         for d in &out {
             match d {
                 Dim::Known(n) => {
-                    if *n == 0 || in_known % n != 0 {
+                    if *n == 0 || !in_known.is_multiple_of(*n) {
                         ok = false;
                     } else {
                         in_known /= n;

@@ -8,8 +8,15 @@ use half::f16;
 fn map_float(x: &Tensor, f: impl Fn(f32) -> f32) -> Result<Tensor> {
     let data = match x.data() {
         TensorData::F32(v) => TensorData::F32(v.iter().map(|&a| f(a)).collect()),
-        TensorData::F16(v) => TensorData::F16(v.iter().map(|a| f16::from_f32(f(a.to_f32()))).collect()),
-        other => return Err(Error::Other(format!("expected a float tensor, got {}", other.dtype()))),
+        TensorData::F16(v) => {
+            TensorData::F16(v.iter().map(|a| f16::from_f32(f(a.to_f32()))).collect())
+        }
+        other => {
+            return Err(Error::Other(format!(
+                "expected a float tensor, got {}",
+                other.dtype()
+            )));
+        }
     };
     Tensor::new(x.shape().to_vec(), data)
 }
@@ -18,16 +25,28 @@ pub(super) fn eval_unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     // Integer inputs for the ops that define them.
     match (op, x.data()) {
         (UnaryOp::Not, TensorData::Bool(v)) => {
-            return Tensor::new(x.shape().to_vec(), TensorData::Bool(v.iter().map(|b| !b).collect()));
+            return Tensor::new(
+                x.shape().to_vec(),
+                TensorData::Bool(v.iter().map(|b| !b).collect()),
+            );
         }
         (UnaryOp::Neg, TensorData::I64(v)) => {
-            return Tensor::new(x.shape().to_vec(), TensorData::I64(v.iter().map(|a| a.wrapping_neg()).collect()));
+            return Tensor::new(
+                x.shape().to_vec(),
+                TensorData::I64(v.iter().map(|a| a.wrapping_neg()).collect()),
+            );
         }
         (UnaryOp::Abs, TensorData::I64(v)) => {
-            return Tensor::new(x.shape().to_vec(), TensorData::I64(v.iter().map(|a| a.wrapping_abs()).collect()));
+            return Tensor::new(
+                x.shape().to_vec(),
+                TensorData::I64(v.iter().map(|a| a.wrapping_abs()).collect()),
+            );
         }
         (UnaryOp::Relu, TensorData::I64(v)) => {
-            return Tensor::new(x.shape().to_vec(), TensorData::I64(v.iter().map(|&a| a.max(0)).collect()));
+            return Tensor::new(
+                x.shape().to_vec(),
+                TensorData::I64(v.iter().map(|&a| a.max(0)).collect()),
+            );
         }
         _ => {}
     }
@@ -52,9 +71,20 @@ pub(super) fn eval_unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
 pub(super) fn eval_clip(x: &Tensor, min: Option<&Tensor>, max: Option<&Tensor>) -> Result<Tensor> {
     match x.data() {
         TensorData::I64(v) => {
-            let lo = min.map(|t| t.to_i64_vec()).transpose()?.and_then(|v| v.first().copied()).unwrap_or(i64::MIN);
-            let hi = max.map(|t| t.to_i64_vec()).transpose()?.and_then(|v| v.first().copied()).unwrap_or(i64::MAX);
-            Tensor::new(x.shape().to_vec(), TensorData::I64(v.iter().map(|&a| a.max(lo).min(hi)).collect()))
+            let lo = min
+                .map(|t| t.to_i64_vec())
+                .transpose()?
+                .and_then(|v| v.first().copied())
+                .unwrap_or(i64::MIN);
+            let hi = max
+                .map(|t| t.to_i64_vec())
+                .transpose()?
+                .and_then(|v| v.first().copied())
+                .unwrap_or(i64::MAX);
+            Tensor::new(
+                x.shape().to_vec(),
+                TensorData::I64(v.iter().map(|&a| a.max(lo).min(hi)).collect()),
+            )
         }
         _ => {
             let lo = scalar_f32(min)?.unwrap_or(f32::NEG_INFINITY);
@@ -88,7 +118,8 @@ pub fn erf(x: f32) -> f32 {
                     + t * (0.09678418
                         + t * (-0.18628806
                             + t * (0.27886807
-                                + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+                                + t * (-1.13520398
+                                    + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
             .exp();
     (if x >= 0.0 { y } else { -y }) as f32
 }

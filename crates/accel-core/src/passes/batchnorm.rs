@@ -50,7 +50,9 @@ fn conv_channels(graph: &Graph, idx: usize) -> Option<usize> {
 
 fn foldable(graph: &Graph, i: usize) -> Result<Option<(usize, Affine)>> {
     let node = &graph.nodes[i];
-    let Some(src) = node.input(0) else { return Ok(None) };
+    let Some(src) = node.input(0) else {
+        return Ok(None);
+    };
     // Mul/Add may have the conv output on either side.
     let (src, other) = match &node.op {
         Op::BatchNormalization { .. } => (src, None),
@@ -67,34 +69,58 @@ fn foldable(graph: &Graph, i: usize) -> Result<Option<(usize, Affine)>> {
         }
         _ => return Ok(None),
     };
-    let Some(conv_idx) = graph.nodes[..i].iter().position(|n| n.outputs.first().map(String::as_str) == Some(src)) else {
+    let Some(conv_idx) = graph.nodes[..i]
+        .iter()
+        .position(|n| n.outputs.first().map(String::as_str) == Some(src))
+    else {
         return Ok(None);
     };
     if graph.use_counts().get(src).copied().unwrap_or(0) != 1 || graph.is_graph_output(src) {
         return Ok(None);
     }
-    let Some(channels) = conv_channels(graph, conv_idx) else { return Ok(None) };
+    let Some(channels) = conv_channels(graph, conv_idx) else {
+        return Ok(None);
+    };
     let affine = match (&node.op, other) {
         (Op::BatchNormalization { epsilon }, _) => {
-            let params: Option<Vec<&Tensor>> = (1..5).map(|k| node.input(k).and_then(|n| graph.constant(n))).collect();
+            let params: Option<Vec<&Tensor>> = (1..5)
+                .map(|k| node.input(k).and_then(|n| graph.constant(n)))
+                .collect();
             let Some(p) = params else { return Ok(None) };
             let v: Vec<Vec<f32>> = p.iter().map(|t| t.to_f32_vec()).collect::<Result<_>>()?;
             if v.iter().any(|x| x.len() != channels) {
                 return Ok(None);
             }
-            let scale: Vec<f32> = (0..channels).map(|c| v[0][c] / (v[3][c] + epsilon).sqrt()).collect();
-            let shift = (0..channels).map(|c| v[1][c] - v[2][c] * scale[c]).collect();
+            let scale: Vec<f32> = (0..channels)
+                .map(|c| v[0][c] / (v[3][c] + epsilon).sqrt())
+                .collect();
+            let shift = (0..channels)
+                .map(|c| v[1][c] - v[2][c] * scale[c])
+                .collect();
             Affine { scale, shift }
         }
         (Op::Binary(op), Some(k)) => {
             let t = graph.constant(k).expect("checked constant");
-            let Some(per_channel) = channel_vector(t, channels, graph.value_type(src).and_then(|v| v.shape).map(|s| s.len())) else {
+            let Some(per_channel) = channel_vector(
+                t,
+                channels,
+                graph.value_type(src).and_then(|v| v.shape).map(|s| s.len()),
+            ) else {
                 return Ok(None);
             };
             match op {
-                BinaryOp::Mul => Affine { scale: per_channel, shift: vec![0.0; channels] },
-                BinaryOp::Add => Affine { scale: vec![1.0; channels], shift: per_channel },
-                _ => Affine { scale: vec![1.0; channels], shift: per_channel.iter().map(|x| -x).collect() },
+                BinaryOp::Mul => Affine {
+                    scale: per_channel,
+                    shift: vec![0.0; channels],
+                },
+                BinaryOp::Add => Affine {
+                    scale: vec![1.0; channels],
+                    shift: per_channel,
+                },
+                _ => Affine {
+                    scale: vec![1.0; channels],
+                    shift: per_channel.iter().map(|x| -x).collect(),
+                },
             }
         }
         _ => return Ok(None),
@@ -115,7 +141,12 @@ fn channel_vector(t: &Tensor, channels: usize, out_rank: Option<usize>) -> Optio
     let rank = out_rank?;
     let s = t.shape();
     // The non-1 axis must be the channel axis (1) once right-aligned against the output rank.
-    let non_one: Vec<usize> = s.iter().enumerate().filter(|(_, d)| **d != 1).map(|(i, _)| i + rank - s.len()).collect();
+    let non_one: Vec<usize> = s
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d != 1)
+        .map(|(i, _)| i + rank - s.len())
+        .collect();
     (s.len() <= rank && non_one == [1] && v.len() == channels).then_some(v)
 }
 
@@ -157,8 +188,13 @@ fn apply(graph: &mut Graph, idx: usize, a: &Affine) -> Result<()> {
     // Fresh names: the old constants may be shared with other nodes.
     let new_w = graph.fresh_name(&format!("{w_name}_folded"));
     let new_b = graph.fresh_name(&format!("{}_bias_folded", node.name));
-    graph.constants.insert(new_w.clone(), Arc::new(Tensor::from_vec(shape, wv)?));
-    graph.constants.insert(new_b.clone(), Arc::new(Tensor::from_vec(vec![oc], new_bias)?));
+    graph
+        .constants
+        .insert(new_w.clone(), Arc::new(Tensor::from_vec(shape, wv)?));
+    graph.constants.insert(
+        new_b.clone(),
+        Arc::new(Tensor::from_vec(vec![oc], new_bias)?),
+    );
     let n = &mut graph.nodes[idx];
     n.inputs[1] = new_w;
     if n.inputs.len() < 3 {

@@ -13,16 +13,23 @@ pub fn remove_identities(graph: &mut Graph) -> usize {
         let passthrough = match n.op {
             Op::Identity => true,
             // Dropout's mask output must be unused for it to vanish.
-            Op::Dropout => n.outputs.iter().skip(1).all(|o| o.is_empty() || !graph.use_counts().contains_key(o.as_str())),
+            Op::Dropout => n
+                .outputs
+                .iter()
+                .skip(1)
+                .all(|o| o.is_empty() || !graph.use_counts().contains_key(o.as_str())),
             _ => false,
         };
-        let (Some(src), Some(dst)) = (n.input(0).map(str::to_string), n.outputs.first().cloned()) else {
+        let (Some(src), Some(dst)) = (n.input(0).map(str::to_string), n.outputs.first().cloned())
+        else {
             i += 1;
             continue;
         };
         // An output that is also a graph input or constant has no producer to rename: keep it.
         let src_has_producer = graph.nodes.iter().any(|m| m.outputs.contains(&src));
-        if passthrough && (!graph.is_graph_output(&dst) || (src_has_producer && !graph.is_graph_output(&src))) {
+        if passthrough
+            && (!graph.is_graph_output(&dst) || (src_has_producer && !graph.is_graph_output(&src)))
+        {
             graph.nodes.remove(i);
             graph.replace_uses(&dst, &src);
             removed += 1;
@@ -78,7 +85,12 @@ mod tests {
 
     #[test]
     fn identity_from_input_to_output_stays() {
-        let mut g = graph(&[("x", &[2])], &["y"], vec![node("id", Op::Identity, &["x"], &["y"])], vec![]);
+        let mut g = graph(
+            &[("x", &[2])],
+            &["y"],
+            vec![node("id", Op::Identity, &["x"], &["y"])],
+            vec![],
+        );
         assert_eq!(remove_identities(&mut g), 0);
         g.validate().unwrap();
     }

@@ -3,7 +3,7 @@
 
 use super::infer_shapes;
 use crate::ir::{Graph, Op};
-use crate::{ops, Result, Tensor};
+use crate::{Result, Tensor, ops};
 use std::sync::Arc;
 
 /// Folded values larger than this stay computed at run time (they would bloat the graph).
@@ -44,7 +44,11 @@ fn fold_once(graph: &mut Graph) -> Result<usize> {
 fn try_fold(graph: &Graph, node: &crate::Node) -> Result<Option<Vec<Tensor>>> {
     if let Op::Shape { .. } = node.op {
         // Only the input's shape matters, not its value.
-        let Some(shape) = node.input(0).and_then(|i| graph.value_type(i)).and_then(|v| v.concrete_shape()) else {
+        let Some(shape) = node
+            .input(0)
+            .and_then(|i| graph.value_type(i))
+            .and_then(|v| v.concrete_shape())
+        else {
             return Ok(None);
         };
         let stand_in = Tensor::zeros(crate::DType::U8, shape);
@@ -56,9 +60,17 @@ fn try_fold(graph: &Graph, node: &crate::Node) -> Result<Option<Vec<Tensor>>> {
     let inputs: Option<Vec<Option<&Tensor>>> = node
         .inputs
         .iter()
-        .map(|i| if i.is_empty() { Some(None) } else { graph.constant(i).map(Some) })
+        .map(|i| {
+            if i.is_empty() {
+                Some(None)
+            } else {
+                graph.constant(i).map(Some)
+            }
+        })
         .collect();
-    let Some(inputs) = inputs else { return Ok(None) };
+    let Some(inputs) = inputs else {
+        return Ok(None);
+    };
     // Skip outputs too large to keep as constants (known from shape inference).
     let too_big = node.outputs.iter().any(|o| {
         graph
@@ -86,11 +98,29 @@ mod tests {
             &[("x", &[2, 3, 4])],
             &["y"],
             vec![
-                node("shape", Op::Shape { start: 0, end: None }, &["x"], &["s"]),
+                node(
+                    "shape",
+                    Op::Shape {
+                        start: 0,
+                        end: None,
+                    },
+                    &["x"],
+                    &["s"],
+                ),
                 node("gather", Op::Gather { axis: 0 }, &["s", "zero"], &["b"]),
                 node("unsq", Op::Unsqueeze, &["b", "axes0"], &["b1"]),
-                node("concat", Op::Concat { axis: 0 }, &["b1", "minus1"], &["target"]),
-                node("reshape", Op::Reshape { allowzero: false }, &["x", "target"], &["y"]),
+                node(
+                    "concat",
+                    Op::Concat { axis: 0 },
+                    &["b1", "minus1"],
+                    &["target"],
+                ),
+                node(
+                    "reshape",
+                    Op::Reshape { allowzero: false },
+                    &["x", "target"],
+                    &["y"],
+                ),
             ],
             vec![
                 ("zero", Tensor::scalar(0i64)),
@@ -101,14 +131,30 @@ mod tests {
         let n = fold_constants(&mut g).unwrap();
         assert_eq!(n, 4);
         assert_eq!(g.nodes.len(), 1);
-        assert_eq!(g.constant("target").unwrap().as_slice::<i64>().unwrap(), &[2, -1]);
+        assert_eq!(
+            g.constant("target").unwrap().as_slice::<i64>().unwrap(),
+            &[2, -1]
+        );
         let out = g.outputs[0].concrete_shape().unwrap();
         assert_eq!(out, vec![2, 12]);
     }
 
     #[test]
     fn symbolic_batch_keeps_shape_node() {
-        let mut g = graph(&[("x", &[2, 3])], &["s"], vec![node("shape", Op::Shape { start: 0, end: None }, &["x"], &["s"])], vec![]);
+        let mut g = graph(
+            &[("x", &[2, 3])],
+            &["s"],
+            vec![node(
+                "shape",
+                Op::Shape {
+                    start: 0,
+                    end: None,
+                },
+                &["x"],
+                &["s"],
+            )],
+            vec![],
+        );
         g.inputs[0].shape = Some(vec![crate::Dim::Sym("N".into()), crate::Dim::Known(3)]);
         assert_eq!(fold_constants(&mut g).unwrap(), 0);
         assert_eq!(g.nodes.len(), 1);

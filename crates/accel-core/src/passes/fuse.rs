@@ -40,27 +40,36 @@ fn fusable(graph: &Graph, i: usize) -> Option<(usize, Activation)> {
                     Some(name) => graph.constant(name)?.to_f32_vec().ok()?.first().copied(),
                 }
             };
-            Activation::Clip { min: bound(1, f32::NEG_INFINITY)?, max: bound(2, f32::INFINITY)? }
+            Activation::Clip {
+                min: bound(1, f32::NEG_INFINITY)?,
+                max: bound(2, f32::INFINITY)?,
+            }
         }
         _ => return None,
     };
     let src = node.input(0)?;
-    let p = graph.nodes[..i].iter().position(|n| n.outputs.first().map(String::as_str) == Some(src))?;
+    let p = graph.nodes[..i]
+        .iter()
+        .position(|n| n.outputs.first().map(String::as_str) == Some(src))?;
     let producer = &graph.nodes[p];
-    let eligible = matches!(producer.op, Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul { .. })
-        && producer.op.fused_activation().is_none()
-        && graph.value_type(src).is_some_and(|v| v.dtype == crate::DType::F32);
+    let eligible = matches!(
+        producer.op,
+        Op::Conv(_) | Op::ConvTranspose(_) | Op::Gemm(_) | Op::MatMul { .. }
+    ) && producer.op.fused_activation().is_none()
+        && graph
+            .value_type(src)
+            .is_some_and(|v| v.dtype == crate::DType::F32);
     let single_use = graph.use_counts().get(src).copied() == Some(1) && !graph.is_graph_output(src);
     (eligible && single_use).then_some((p, act))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_util::{graph, node};
     use super::super::infer_shapes;
+    use super::super::test_util::{graph, node};
     use super::*;
-    use crate::ir::Gemm;
     use crate::Tensor;
+    use crate::ir::Gemm;
 
     #[test]
     fn fuses_relu6_into_gemm_and_keeps_output_name() {
@@ -68,11 +77,25 @@ mod tests {
             &[("x", &[1, 2])],
             &["y"],
             vec![
-                node("gemm", Op::Gemm(Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: false, activation: None }), &["x", "w"], &["h"]),
+                node(
+                    "gemm",
+                    Op::Gemm(Gemm {
+                        alpha: 1.0,
+                        beta: 1.0,
+                        trans_a: false,
+                        trans_b: false,
+                        activation: None,
+                    }),
+                    &["x", "w"],
+                    &["h"],
+                ),
                 node("clip", Op::Clip, &["h", "lo", "hi"], &["y"]),
             ],
             vec![
-                ("w", Tensor::from_vec(vec![2, 2], vec![1.0f32, 0.0, 0.0, 1.0]).unwrap()),
+                (
+                    "w",
+                    Tensor::from_vec(vec![2, 2], vec![1.0f32, 0.0, 0.0, 1.0]).unwrap(),
+                ),
                 ("lo", Tensor::scalar(0.0f32)),
                 ("hi", Tensor::scalar(6.0f32)),
             ],
@@ -81,7 +104,10 @@ mod tests {
         assert_eq!(fuse_activations(&mut g), 1);
         assert_eq!(g.nodes.len(), 1);
         assert_eq!(g.nodes[0].outputs[0], "y");
-        assert_eq!(g.nodes[0].op.fused_activation(), Some(Activation::Clip { min: 0.0, max: 6.0 }));
+        assert_eq!(
+            g.nodes[0].op.fused_activation(),
+            Some(Activation::Clip { min: 0.0, max: 6.0 })
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::{fold_constants, remove_dead_nodes};
 use crate::ir::{Dim, Graph, ValueInfo};
-use crate::{ops, Error, Result};
+use crate::{Error, Result, ops};
 use std::collections::HashMap;
 
 /// Fills `graph.value_info` for every node output and refines the graph outputs' types.
@@ -10,24 +10,46 @@ pub fn infer_shapes(graph: &mut Graph) -> Result<()> {
     let mut inferred: HashMap<String, ValueInfo> = HashMap::new();
     for node in &graph.nodes {
         let lookup = |name: &str| -> Option<ValueInfo> {
-            inferred.get(name).cloned().or_else(|| graph.value_type(name))
+            inferred
+                .get(name)
+                .cloned()
+                .or_else(|| graph.value_type(name))
         };
         let types: Vec<_> = node
             .inputs
             .iter()
-            .map(|i| if i.is_empty() { None } else { lookup(i).map(|v| (v.dtype, v.shape)) })
+            .map(|i| {
+                if i.is_empty() {
+                    None
+                } else {
+                    lookup(i).map(|v| (v.dtype, v.shape))
+                }
+            })
             .collect();
         let consts: Vec<_> = node.inputs.iter().map(|i| graph.constant(i)).collect();
         let outs = ops::infer(node, &types, &consts)?;
         for (name, (dtype, shape)) in node.outputs.iter().zip(outs) {
             if !name.is_empty() {
-                inferred.insert(name.clone(), ValueInfo { name: name.clone(), dtype, shape });
+                inferred.insert(
+                    name.clone(),
+                    ValueInfo {
+                        name: name.clone(),
+                        dtype,
+                        shape,
+                    },
+                );
             }
         }
     }
     for out in graph.outputs.iter_mut() {
         if let Some(v) = inferred.get(&out.name).cloned().or_else(|| {
-            graph.constants.get(&out.name).map(|t| ValueInfo::new(&out.name, t.dtype(), t.shape().iter().map(|&d| Dim::Known(d)).collect()))
+            graph.constants.get(&out.name).map(|t| {
+                ValueInfo::new(
+                    &out.name,
+                    t.dtype(),
+                    t.shape().iter().map(|&d| Dim::Known(d)).collect(),
+                )
+            })
         }) {
             out.dtype = v.dtype;
             out.shape = merge_shapes(out.shape.take(), v.shape);
@@ -58,7 +80,10 @@ fn merge_shapes(declared: Option<Vec<Dim>>, inferred: Option<Vec<Dim>>) -> Optio
 
 /// Checks concrete input shapes against the declared ones (symbols must bind consistently)
 /// and returns the binding of each symbol.
-pub fn bind_input_shapes(graph: &Graph, shapes: &[(&str, &[usize])]) -> Result<HashMap<String, usize>> {
+pub fn bind_input_shapes(
+    graph: &Graph,
+    shapes: &[(&str, &[usize])],
+) -> Result<HashMap<String, usize>> {
     let mut bound: HashMap<String, usize> = HashMap::new();
     for (name, shape) in shapes {
         let decl = graph
@@ -67,21 +92,23 @@ pub fn bind_input_shapes(graph: &Graph, shapes: &[(&str, &[usize])]) -> Result<H
             .find(|v| v.name == *name)
             .ok_or_else(|| Error::Other(format!("the model has no input named '{name}'")))?;
         let Some(dims) = &decl.shape else { continue };
-        let mismatch = || Error::ShapeMismatch { name: name.to_string(), expected: decl.shape_string(), actual: shape.to_vec() };
+        let mismatch = || Error::ShapeMismatch {
+            name: name.to_string(),
+            expected: decl.shape_string(),
+            actual: shape.to_vec(),
+        };
         if dims.len() != shape.len() {
             return Err(mismatch());
         }
         for (d, &s) in dims.iter().zip(shape.iter()) {
             match d {
                 Dim::Known(k) if *k != s => return Err(mismatch()),
-                Dim::Sym(sym) => {
-                    if *bound.entry(sym.clone()).or_insert(s) != s {
-                        return Err(Error::ShapeMismatch {
-                            name: name.to_string(),
-                            expected: format!("{} with {sym} = {}", decl.shape_string(), bound[sym]),
-                            actual: shape.to_vec(),
-                        });
-                    }
+                Dim::Sym(sym) if *bound.entry(sym.clone()).or_insert(s) != s => {
+                    return Err(Error::ShapeMismatch {
+                        name: name.to_string(),
+                        expected: format!("{} with {sym} = {}", decl.shape_string(), bound[sym]),
+                        actual: shape.to_vec(),
+                    });
                 }
                 _ => {}
             }

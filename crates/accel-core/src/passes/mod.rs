@@ -54,14 +54,28 @@ pub(crate) mod test_util {
     use crate::{DType, Tensor};
     use std::sync::Arc;
 
-    pub fn graph(inputs: &[(&str, &[usize])], outputs: &[&str], nodes: Vec<Node>, consts: Vec<(&str, Tensor)>) -> Graph {
+    pub fn graph(
+        inputs: &[(&str, &[usize])],
+        outputs: &[&str],
+        nodes: Vec<Node>,
+        consts: Vec<(&str, Tensor)>,
+    ) -> Graph {
         let mut g = Graph {
             opset: 17,
             inputs: inputs
                 .iter()
-                .map(|(n, s)| ValueInfo::new(*n, DType::F32, s.iter().map(|&d| Dim::Known(d)).collect()))
+                .map(|(n, s)| {
+                    ValueInfo::new(*n, DType::F32, s.iter().map(|&d| Dim::Known(d)).collect())
+                })
                 .collect(),
-            outputs: outputs.iter().map(|n| ValueInfo { name: n.to_string(), dtype: DType::F32, shape: None }).collect(),
+            outputs: outputs
+                .iter()
+                .map(|n| ValueInfo {
+                    name: n.to_string(),
+                    dtype: DType::F32,
+                    shape: None,
+                })
+                .collect(),
             nodes,
             ..Default::default()
         };

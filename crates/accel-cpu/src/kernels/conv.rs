@@ -1,10 +1,10 @@
 //! Conv: packed-GEMM convolution (1x1 reads the input as B directly, k x k writes an im2col
 //! straight into packed panels) and a direct depthwise kernel.
 
-use super::gemm::{gemm, Bias, Epilogue, PackedA, PackedB, NR};
-use super::{float_input, spatial_2d};
+use super::gemm::{Bias, Epilogue, NR, PackedA, PackedB, gemm};
+use super::{Images, float_input, spatial_2d};
 use accel_core::ir::{Activation, Conv, Node};
-use accel_core::ops::{resolve_window, ResolvedWindow};
+use accel_core::ops::{ResolvedWindow, resolve_window};
 use accel_core::{Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -22,15 +22,23 @@ pub struct ConvKernel {
 
 impl ConvKernel {
     pub fn new(node: &Node, attrs: &Conv, w: &Tensor, b: Option<&Tensor>) -> Result<ConvKernel> {
-        let wv = w.as_slice::<f32>().map_err(|e| Error::node(node, e.to_string()))?;
+        let wv = w
+            .as_slice::<f32>()
+            .map_err(|e| Error::node(node, e.to_string()))?;
         let ws = w.shape();
         if ws.len() < 3 || ws.len() > 4 {
-            return Err(Error::node(node, format!("only 1-D and 2-D convolutions are supported (weight shape {ws:?})")));
+            return Err(Error::node(
+                node,
+                format!("only 1-D and 2-D convolutions are supported (weight shape {ws:?})"),
+            ));
         }
         let (oc, icg) = (ws[0], ws[1]);
         let g = attrs.group;
         if oc % g != 0 {
-            return Err(Error::node(node, format!("{oc} output channels do not split into {g} groups")));
+            return Err(Error::node(
+                node,
+                format!("{oc} output channels do not split into {g} groups"),
+            ));
         }
         let kernel = ws[2..].to_vec();
         let k = icg * kernel.iter().product::<usize>();
@@ -39,26 +47,52 @@ impl ConvKernel {
         let packed = if depthwise.is_some() {
             vec![]
         } else {
-            (0..g).map(|gi| PackedA::pack(&wv[gi * ocg * k..], ocg, k, k, 1)).collect()
+            (0..g)
+                .map(|gi| PackedA::pack(&wv[gi * ocg * k..], ocg, k, k, 1))
+                .collect()
         };
         let bias = match b {
             Some(b) => b.to_f32_vec()?,
             None => vec![0.0; oc],
         };
         if bias.len() != oc {
-            return Err(Error::node(node, format!("bias has {} values for {oc} output channels", bias.len())));
+            return Err(Error::node(
+                node,
+                format!("bias has {} values for {oc} output channels", bias.len()),
+            ));
         }
-        Ok(ConvKernel { attrs: attrs.clone(), out_channels: oc, in_channels_per_group: icg, kernel, packed, depthwise, bias })
+        Ok(ConvKernel {
+            attrs: attrs.clone(),
+            out_channels: oc,
+            in_channels_per_group: icg,
+            kernel,
+            packed,
+            depthwise,
+            bias,
+        })
     }
 
     pub fn run(&self, node: &Node, x: &Tensor) -> Result<Tensor> {
-        let (xv, n, c, in_hw, one_d) = float_input(node, x)?;
+        let Images {
+            data: xv,
+            n,
+            c,
+            hw: in_hw,
+            one_d,
+        } = float_input(node, x)?;
         let g = self.attrs.group;
         if c != self.in_channels_per_group * g {
-            return Err(Error::node(node, format!("input has {c} channels, the weights expect {}", self.in_channels_per_group * g)));
+            return Err(Error::node(
+                node,
+                format!(
+                    "input has {c} channels, the weights expect {}",
+                    self.in_channels_per_group * g
+                ),
+            ));
         }
         let (kernel, window) = spatial_2d(&self.kernel, &self.attrs.window, one_d);
-        let rw = resolve_window(&window, &in_hw, &kernel, false).map_err(|e| Error::node(node, e.to_string()))?;
+        let rw = resolve_window(&window, &in_hw, &kernel, false)
+            .map_err(|e| Error::node(node, e.to_string()))?;
         let (oh, ow) = (rw.output[0], rw.output[1]);
         let mut out = vec![0.0f32; n * self.out_channels * oh * ow];
         let plane_in = c * in_hw[0] * in_hw[1];
@@ -82,7 +116,10 @@ impl ConvKernel {
         let ocg = self.out_channels / g;
         let (oh, ow) = (rw.output[0], rw.output[1]);
         let pixels = oh * ow;
-        let plain = rw.kernel == [1, 1] && rw.strides == [1, 1] && rw.pads_begin == [0, 0] && rw.pads_end == [0, 0];
+        let plain = rw.kernel == [1, 1]
+            && rw.strides == [1, 1]
+            && rw.pads_begin == [0, 0]
+            && rw.pads_end == [0, 0];
         for gi in 0..g {
             let xg = &x[gi * icg * in_hw[0] * in_hw[1]..(gi + 1) * icg * in_hw[0] * in_hw[1]];
             let b = if plain {
@@ -90,8 +127,17 @@ impl ConvKernel {
             } else {
                 im2col_packed(xg, icg, in_hw, rw)
             };
-            let ep = Epilogue { bias: Bias::Row(&self.bias[gi * ocg..(gi + 1) * ocg]), activation: self.attrs.activation };
-            gemm(&self.packed[gi], &b, &mut out[gi * ocg * pixels..(gi + 1) * ocg * pixels], pixels, ep);
+            let ep = Epilogue {
+                bias: Bias::Row(&self.bias[gi * ocg..(gi + 1) * ocg]),
+                activation: self.attrs.activation,
+            };
+            gemm(
+                &self.packed[gi],
+                &b,
+                &mut out[gi * ocg * pixels..(gi + 1) * ocg * pixels],
+                pixels,
+                ep,
+            );
         }
     }
 }
@@ -106,76 +152,100 @@ fn im2col_packed(x: &[f32], channels: usize, in_hw: [usize; 2], rw: &ResolvedWin
     let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
     let pixels = oh * ow;
     let mut b = PackedB::zeroed(channels * kh * kw, pixels);
-    b.panels_mut().collect::<Vec<_>>().into_par_iter().enumerate().for_each(|(pj, panel)| {
-        let cols = NR.min(pixels - pj * NR);
-        // Top-left input coordinate of each pixel of this panel.
-        let mut origin = [(0isize, 0isize); NR];
-        for (j, o) in origin.iter_mut().enumerate().take(cols) {
-            let q = pj * NR + j;
-            *o = ((q / ow) as isize * sh - pt, (q % ow) as isize * sw - pl);
-        }
-        let mut p = 0;
-        for ch in 0..channels {
-            let plane = &x[ch * (ih * iw) as usize..(ch + 1) * (ih * iw) as usize];
-            for ky in 0..kh as isize {
-                for kx in 0..kw as isize {
-                    let dst = &mut panel[p * NR..p * NR + cols];
-                    for (d, &(y0, x0)) in dst.iter_mut().zip(&origin) {
-                        let (y, xx) = (y0 + ky * dh, x0 + kx * dw);
-                        if y >= 0 && y < ih && xx >= 0 && xx < iw {
-                            *d = plane[(y * iw + xx) as usize];
+    b.panels_mut()
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(pj, panel)| {
+            let cols = NR.min(pixels - pj * NR);
+            // Top-left input coordinate of each pixel of this panel.
+            let mut origin = [(0isize, 0isize); NR];
+            for (j, o) in origin.iter_mut().enumerate().take(cols) {
+                let q = pj * NR + j;
+                *o = ((q / ow) as isize * sh - pt, (q % ow) as isize * sw - pl);
+            }
+            let mut p = 0;
+            for ch in 0..channels {
+                let plane = &x[ch * (ih * iw) as usize..(ch + 1) * (ih * iw) as usize];
+                for ky in 0..kh as isize {
+                    for kx in 0..kw as isize {
+                        let dst = &mut panel[p * NR..p * NR + cols];
+                        for (d, &(y0, x0)) in dst.iter_mut().zip(&origin) {
+                            let (y, xx) = (y0 + ky * dh, x0 + kx * dw);
+                            if y >= 0 && y < ih && xx >= 0 && xx < iw {
+                                *d = plane[(y * iw + xx) as usize];
+                            }
                         }
+                        p += 1;
                     }
-                    p += 1;
                 }
             }
-        }
-    });
+        });
     b
 }
 
 /// One filter per channel: out[c] = act(bias[c] + sum_k w[c,k] * x[c, window]).
 #[allow(clippy::too_many_arguments)]
-fn depthwise(x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32], channels: usize, in_hw: [usize; 2], rw: &ResolvedWindow, act: Option<Activation>) {
+fn depthwise(
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    channels: usize,
+    in_hw: [usize; 2],
+    rw: &ResolvedWindow,
+    act: Option<Activation>,
+) {
     let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
     let (oh, ow) = (rw.output[0], rw.output[1]);
     let (ih, iw) = (in_hw[0], in_hw[1]);
     let (sh, sw) = (rw.strides[0], rw.strides[1]);
     let (dh, dw) = (rw.dilations[0], rw.dilations[1]);
     let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
-    out.par_chunks_mut(oh * ow).enumerate().take(channels).for_each(|(c, o)| {
-        let plane = &x[c * ih * iw..(c + 1) * ih * iw];
-        let wc = &w[c * kh * kw..(c + 1) * kh * kw];
-        o.fill(bias[c]);
-        for oy in 0..oh {
-            let orow = &mut o[oy * ow..(oy + 1) * ow];
-            for ky in 0..kh {
-                let y = (oy * sh) as isize - pt + (ky * dh) as isize;
-                if y < 0 || y >= ih as isize {
-                    continue;
-                }
-                let irow = &plane[y as usize * iw..(y as usize + 1) * iw];
-                for kx in 0..kw {
-                    let wt = wc[ky * kw + kx];
-                    let off = (kx * dw) as isize - pl;
-                    // Valid ox: 0 <= ox*sw + off < iw.
-                    let lo = if off < 0 { ((-off) as usize).div_ceil(sw) } else { 0 };
-                    let hi = if (iw as isize) > off { (((iw as isize - off) as usize).div_ceil(sw)).min(ow) } else { 0 };
-                    if sw == 1 {
-                        let start = (lo as isize + off) as usize;
-                        for (ov, &iv) in orow[lo..hi.max(lo)].iter_mut().zip(&irow[start..]) {
-                            *ov += wt * iv;
-                        }
-                    } else {
-                        for ox in lo..hi {
-                            orow[ox] += wt * irow[(ox as isize * sw as isize + off) as usize];
+    out.par_chunks_mut(oh * ow)
+        .enumerate()
+        .take(channels)
+        .for_each(|(c, o)| {
+            let plane = &x[c * ih * iw..(c + 1) * ih * iw];
+            let wc = &w[c * kh * kw..(c + 1) * kh * kw];
+            o.fill(bias[c]);
+            for oy in 0..oh {
+                let orow = &mut o[oy * ow..(oy + 1) * ow];
+                for ky in 0..kh {
+                    let y = (oy * sh) as isize - pt + (ky * dh) as isize;
+                    if y < 0 || y >= ih as isize {
+                        continue;
+                    }
+                    let irow = &plane[y as usize * iw..(y as usize + 1) * iw];
+                    for kx in 0..kw {
+                        let wt = wc[ky * kw + kx];
+                        let off = (kx * dw) as isize - pl;
+                        // Valid ox: 0 <= ox*sw + off < iw.
+                        let lo = if off < 0 {
+                            ((-off) as usize).div_ceil(sw)
+                        } else {
+                            0
+                        };
+                        let hi = if (iw as isize) > off {
+                            (((iw as isize - off) as usize).div_ceil(sw)).min(ow)
+                        } else {
+                            0
+                        };
+                        if sw == 1 {
+                            let start = (lo as isize + off) as usize;
+                            for (ov, &iv) in orow[lo..hi.max(lo)].iter_mut().zip(&irow[start..]) {
+                                *ov += wt * iv;
+                            }
+                        } else {
+                            for ox in lo..hi {
+                                orow[ox] += wt * irow[(ox as isize * sw as isize + off) as usize];
+                            }
                         }
                     }
                 }
             }
-        }
-        if let Some(a) = act {
-            super::activation::apply_slice(a, o);
-        }
-    });
+            if let Some(a) = act {
+                super::activation::apply_slice(a, o);
+            }
+        });
 }

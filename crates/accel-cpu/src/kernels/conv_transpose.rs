@@ -1,8 +1,8 @@
 //! ConvTranspose as GEMM + col2im: cols[(oc, ky, kx), pixel] = W^T · X, then each column is
 //! scattered into the output window it came from.
 
-use super::gemm::{gemm, Epilogue, PackedA, PackedB};
-use super::{float_input, spatial_2d};
+use super::gemm::{Epilogue, PackedA, PackedB, gemm};
+use super::{Images, float_input, spatial_2d};
 use accel_core::ir::{ConvTranspose, Node};
 use accel_core::ops::resolve_conv_transpose;
 use accel_core::{Error, Result, Tensor};
@@ -19,44 +19,99 @@ pub struct ConvTransposeKernel {
 }
 
 impl ConvTransposeKernel {
-    pub fn new(node: &Node, attrs: &ConvTranspose, w: &Tensor, b: Option<&Tensor>) -> Result<ConvTransposeKernel> {
-        let wv = w.as_slice::<f32>().map_err(|e| Error::node(node, e.to_string()))?;
+    pub fn new(
+        node: &Node,
+        attrs: &ConvTranspose,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<ConvTransposeKernel> {
+        let wv = w
+            .as_slice::<f32>()
+            .map_err(|e| Error::node(node, e.to_string()))?;
         let ws = w.shape();
         if ws.len() < 3 || ws.len() > 4 {
-            return Err(Error::node(node, format!("only 1-D and 2-D ConvTranspose is supported (weight shape {ws:?})")));
+            return Err(Error::node(
+                node,
+                format!("only 1-D and 2-D ConvTranspose is supported (weight shape {ws:?})"),
+            ));
         }
         let g = attrs.group;
         let (ic, ocg) = (ws[0], ws[1]);
         if ic % g != 0 {
-            return Err(Error::node(node, format!("{ic} input channels do not split into {g} groups")));
+            return Err(Error::node(
+                node,
+                format!("{ic} input channels do not split into {g} groups"),
+            ));
         }
         let icg = ic / g;
         let kernel = ws[2..].to_vec();
         let m = ocg * kernel.iter().product::<usize>();
-        let packed = (0..g).map(|gi| PackedA::pack(&wv[gi * icg * m..], m, icg, 1, m)).collect();
+        let packed = (0..g)
+            .map(|gi| PackedA::pack(&wv[gi * icg * m..], m, icg, 1, m))
+            .collect();
         let bias = match b {
             Some(b) => b.to_f32_vec()?,
             None => vec![0.0; ocg * g],
         };
         if bias.len() != ocg * g {
-            return Err(Error::node(node, format!("bias has {} values for {} output channels", bias.len(), ocg * g)));
+            return Err(Error::node(
+                node,
+                format!(
+                    "bias has {} values for {} output channels",
+                    bias.len(),
+                    ocg * g
+                ),
+            ));
         }
-        Ok(ConvTransposeKernel { attrs: attrs.clone(), in_channels: ic, out_channels_per_group: ocg, kernel, packed, bias })
+        Ok(ConvTransposeKernel {
+            attrs: attrs.clone(),
+            in_channels: ic,
+            out_channels_per_group: ocg,
+            kernel,
+            packed,
+            bias,
+        })
     }
 
     pub fn run(&self, node: &Node, x: &Tensor) -> Result<Tensor> {
-        let (xv, n, c, in_hw, one_d) = float_input(node, x)?;
+        let Images {
+            data: xv,
+            n,
+            c,
+            hw: in_hw,
+            one_d,
+        } = float_input(node, x)?;
         if c != self.in_channels {
-            return Err(Error::node(node, format!("input has {c} channels, the weights expect {}", self.in_channels)));
+            return Err(Error::node(
+                node,
+                format!(
+                    "input has {c} channels, the weights expect {}",
+                    self.in_channels
+                ),
+            ));
         }
         let (kernel, window) = spatial_2d(&self.kernel, &self.attrs.window, one_d);
         let (opad, oshape) = if one_d {
-            let op = if self.attrs.output_padding.is_empty() { vec![] } else { vec![0, self.attrs.output_padding[0]] };
-            (op, self.attrs.output_shape.as_ref().map(|s| vec![1, *s.last().unwrap_or(&1)]))
+            let op = if self.attrs.output_padding.is_empty() {
+                vec![]
+            } else {
+                vec![0, self.attrs.output_padding[0]]
+            };
+            (
+                op,
+                self.attrs
+                    .output_shape
+                    .as_ref()
+                    .map(|s| vec![1, *s.last().unwrap_or(&1)]),
+            )
         } else {
-            (self.attrs.output_padding.clone(), self.attrs.output_shape.clone())
+            (
+                self.attrs.output_padding.clone(),
+                self.attrs.output_shape.clone(),
+            )
         };
-        let rw = resolve_conv_transpose(&window, &in_hw, &kernel, &opad, oshape.as_deref()).map_err(|e| Error::node(node, e.to_string()))?;
+        let rw = resolve_conv_transpose(&window, &in_hw, &kernel, &opad, oshape.as_deref())
+            .map_err(|e| Error::node(node, e.to_string()))?;
         let (oh, ow) = (rw.output[0], rw.output[1]);
         let g = self.attrs.group;
         let (icg, ocg) = (self.in_channels / g, self.out_channels_per_group);
@@ -70,15 +125,24 @@ impl ConvTransposeKernel {
                 let xg = &xv[(b * c + gi * icg) * pixels..(b * c + (gi + 1) * icg) * pixels];
                 let pb = PackedB::pack(xg, icg, pixels, pixels, 1);
                 gemm(&self.packed[gi], &pb, &mut cols, pixels, Epilogue::NONE);
-                let og = &mut out[(b * oc + gi * ocg) * oh * ow..(b * oc + (gi + 1) * ocg) * oh * ow];
-                og.par_chunks_mut(oh * ow).enumerate().for_each(|(o, plane)| {
-                    col2im(&cols[o * kh * kw * pixels..(o + 1) * kh * kw * pixels], plane, in_hw, [oh, ow], &rw);
-                    let bias = self.bias[gi * ocg + o];
-                    plane.iter_mut().for_each(|v| *v += bias);
-                    if let Some(a) = self.attrs.activation {
-                        super::activation::apply_slice(a, plane);
-                    }
-                });
+                let og =
+                    &mut out[(b * oc + gi * ocg) * oh * ow..(b * oc + (gi + 1) * ocg) * oh * ow];
+                og.par_chunks_mut(oh * ow)
+                    .enumerate()
+                    .for_each(|(o, plane)| {
+                        col2im(
+                            &cols[o * kh * kw * pixels..(o + 1) * kh * kw * pixels],
+                            plane,
+                            in_hw,
+                            [oh, ow],
+                            &rw,
+                        );
+                        let bias = self.bias[gi * ocg + o];
+                        plane.iter_mut().for_each(|v| *v += bias);
+                        if let Some(a) = self.attrs.activation {
+                            super::activation::apply_slice(a, plane);
+                        }
+                    });
             }
         }
         let mut shape = vec![n, oc];
@@ -88,7 +152,13 @@ impl ConvTransposeKernel {
 }
 
 /// Adds cols[(ky, kx), (iy, ix)] into out[iy*sh - pt + ky*dh, ix*sw - pl + kx*dw].
-fn col2im(cols: &[f32], out: &mut [f32], in_hw: [usize; 2], out_hw: [usize; 2], rw: &accel_core::ops::ResolvedWindow) {
+fn col2im(
+    cols: &[f32],
+    out: &mut [f32],
+    in_hw: [usize; 2],
+    out_hw: [usize; 2],
+    rw: &accel_core::ops::ResolvedWindow,
+) {
     let (ih, iw) = (in_hw[0], in_hw[1]);
     let (oh, ow) = (out_hw[0] as isize, out_hw[1] as isize);
     let (kh, kw) = (rw.kernel[0], rw.kernel[1]);

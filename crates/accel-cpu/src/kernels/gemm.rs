@@ -55,26 +55,33 @@ impl PackedB {
     pub fn pack(b: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> PackedB {
         let mut pb = PackedB::zeroed(k, n);
         let k_ = pb.k;
-        pb.data.par_chunks_exact_mut(k_ * NR).enumerate().for_each(|(pj, panel)| {
-            let cols = NR.min(n - pj * NR);
-            for p in 0..k {
-                let dst = &mut panel[p * NR..p * NR + cols];
-                if cs == 1 {
-                    let at = p * rs + pj * NR;
-                    dst.copy_from_slice(&b[at..at + cols]);
-                } else {
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        *d = b[p * rs + (pj * NR + j) * cs];
+        pb.data
+            .par_chunks_exact_mut(k_ * NR)
+            .enumerate()
+            .for_each(|(pj, panel)| {
+                let cols = NR.min(n - pj * NR);
+                for p in 0..k {
+                    let dst = &mut panel[p * NR..p * NR + cols];
+                    if cs == 1 {
+                        let at = p * rs + pj * NR;
+                        dst.copy_from_slice(&b[at..at + cols]);
+                    } else {
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            *d = b[p * rs + (pj * NR + j) * cs];
+                        }
                     }
                 }
-            }
-        });
+            });
         pb
     }
 
     /// An all-zero packed B, to be filled panel by panel (e.g. by a packing im2col).
     pub fn zeroed(k: usize, n: usize) -> PackedB {
-        PackedB { k, n, data: vec![0.0; n.div_ceil(NR) * k * NR] }
+        PackedB {
+            k,
+            n,
+            data: vec![0.0; n.div_ceil(NR) * k * NR],
+        }
     }
 
     pub fn panels_mut(&mut self) -> std::slice::ChunksExactMut<'_, f32> {
@@ -104,7 +111,10 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    pub const NONE: Epilogue<'static> = Epilogue { bias: Bias::None, activation: None };
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: Bias::None,
+        activation: None,
+    };
 }
 
 type Tile = [[f32; NR]; MR];
@@ -115,7 +125,11 @@ fn tile_generic<const FMA: bool>(k: usize, a: &[f32], b: &[f32]) -> Tile {
     for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(k) {
         for i in 0..MR {
             for j in 0..NR {
-                acc[i][j] = if FMA { av[i].mul_add(bv[j], acc[i][j]) } else { av[i] * bv[j] + acc[i][j] };
+                acc[i][j] = if FMA {
+                    av[i].mul_add(bv[j], acc[i][j])
+                } else {
+                    av[i] * bv[j] + acc[i][j]
+                };
             }
         }
     }
@@ -158,14 +172,17 @@ pub fn gemm(a: &PackedA, b: &PackedB, c: &mut [f32], ldc: usize, ep: Epilogue) {
             let r = ti * MR + i;
             // SAFETY: each (ti, tj) tile owns rows ti*MR.. and columns tj*NR.. of C, which are
             // in bounds (asserted above) and written by no other tile.
-            let out = unsafe { std::slice::from_raw_parts_mut(c_ptr.get().add(r * ldc + tj * NR), cols) };
+            let out =
+                unsafe { std::slice::from_raw_parts_mut(c_ptr.get().add(r * ldc + tj * NR), cols) };
             store_row(out, &acc_row[..cols], r, tj * NR, ep);
         }
     };
     // Column panels are the outer loop so one B panel stays in cache across A panels.
     let work = mp * np;
     if work >= 4 && rayon::current_num_threads() > 1 && m * n * k >= 1 << 15 {
-        (0..np).into_par_iter().for_each(|tj| (0..mp).for_each(|ti| run_tile(ti, tj)));
+        (0..np)
+            .into_par_iter()
+            .for_each(|tj| (0..mp).for_each(|ti| run_tile(ti, tj)));
     } else {
         (0..np).for_each(|tj| (0..mp).for_each(|ti| run_tile(ti, tj)));
     }
@@ -176,7 +193,11 @@ fn store_row(out: &mut [f32], acc: &[f32], row: usize, col0: usize, ep: Epilogue
     match ep.bias {
         Bias::None => out.copy_from_slice(acc),
         Bias::Row(b) => out.iter_mut().zip(acc).for_each(|(o, &a)| *o = a + b[row]),
-        Bias::Col(b) => out.iter_mut().zip(acc).zip(&b[col0..]).for_each(|((o, &a), &bb)| *o = a + bb),
+        Bias::Col(b) => out
+            .iter_mut()
+            .zip(acc)
+            .zip(&b[col0..])
+            .for_each(|((o, &a), &bb)| *o = a + bb),
     }
     if let Some(act) = ep.activation {
         super::activation::apply_slice(act, out);
@@ -216,20 +237,39 @@ mod tests {
     #[test]
     fn matches_reference_on_odd_shapes() {
         let mut rng = rand::rng();
-        for &(m, k, n) in &[(1, 1, 1), (5, 7, 3), (6, 16, 16), (13, 33, 47), (64, 288, 100), (7, 1, 17)] {
+        for &(m, k, n) in &[
+            (1, 1, 1),
+            (5, 7, 3),
+            (6, 16, 16),
+            (13, 33, 47),
+            (64, 288, 100),
+            (7, 1, 17),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
             let bias: Vec<f32> = (0..m).map(|_| rng.random_range(-1.0..1.0)).collect();
             let pa = PackedA::pack(&a, m, k, k, 1);
             let pb = PackedB::pack(&b, k, n, n, 1);
             let mut c = vec![f32::NAN; m * n];
-            gemm(&pa, &pb, &mut c, n, Epilogue { bias: Bias::Row(&bias), activation: Some(Activation::Relu) });
+            gemm(
+                &pa,
+                &pb,
+                &mut c,
+                n,
+                Epilogue {
+                    bias: Bias::Row(&bias),
+                    activation: Some(Activation::Relu),
+                },
+            );
             let r = gemm_reference(&a, &b, m, k, n);
             for i in 0..m {
                 for j in 0..n {
                     let want = (r[i * n + j] + bias[i]).max(0.0);
                     let got = c[i * n + j];
-                    assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "({m},{k},{n}) at ({i},{j}): {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "({m},{k},{n}) at ({i},{j}): {got} vs {want}"
+                    );
                 }
             }
         }

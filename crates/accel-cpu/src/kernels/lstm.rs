@@ -2,7 +2,7 @@
 //! direction; the recurrence then adds R·h per step. Directions run in parallel.
 
 use super::activation::sigmoid;
-use super::gemm::{gemm, Bias, Epilogue, PackedA, PackedB};
+use super::gemm::{Bias, Epilogue, PackedA, PackedB, gemm};
 use accel_core::ir::{Direction, Lstm, Node};
 use accel_core::ops::transpose;
 use accel_core::{Error, Result, Tensor};
@@ -23,22 +23,38 @@ pub struct LstmKernel {
 }
 
 fn f32_vec(node: &Node, t: &Tensor) -> Result<Vec<f32>> {
-    t.as_slice::<f32>().map(<[f32]>::to_vec).map_err(|e| Error::node(node, e.to_string()))
+    t.as_slice::<f32>()
+        .map(<[f32]>::to_vec)
+        .map_err(|e| Error::node(node, e.to_string()))
 }
 
 impl LstmKernel {
-    pub fn new(node: &Node, attrs: &Lstm, w: &Tensor, r: &Tensor, b: Option<&Tensor>) -> Result<LstmKernel> {
+    pub fn new(
+        node: &Node,
+        attrs: &Lstm,
+        w: &Tensor,
+        r: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<LstmKernel> {
         let nd = attrs.direction.num_directions();
         let h = attrs.hidden_size;
         let (ws, rs) = (w.shape(), r.shape());
         if ws.len() != 3 || ws[0] != nd || ws[1] != 4 * h || rs != [nd, 4 * h, h] {
-            return Err(Error::node(node, format!("W {ws:?} / R {rs:?} do not fit {nd} direction(s) of hidden size {h}")));
+            return Err(Error::node(
+                node,
+                format!("W {ws:?} / R {rs:?} do not fit {nd} direction(s) of hidden size {h}"),
+            ));
         }
         let input = ws[2];
         let (wv, rv) = (f32_vec(node, w)?, f32_vec(node, r)?);
         let bv = match b {
             Some(b) if b.shape() == [nd, 8 * h] => f32_vec(node, b)?,
-            Some(b) => return Err(Error::node(node, format!("B has shape {:?}, expected [{nd}, {}]", b.shape(), 8 * h))),
+            Some(b) => {
+                return Err(Error::node(
+                    node,
+                    format!("B has shape {:?}, expected [{nd}, {}]", b.shape(), 8 * h),
+                ));
+            }
             None => vec![0.0; nd * 8 * h],
         };
         let dirs = (0..nd)
@@ -52,7 +68,11 @@ impl LstmKernel {
                 }
             })
             .collect();
-        Ok(LstmKernel { attrs: attrs.clone(), input_size: input, dirs })
+        Ok(LstmKernel {
+            attrs: attrs.clone(),
+            input_size: input,
+            dirs,
+        })
     }
 
     /// Inputs after X: sequence_lens, initial_h, initial_c (each optional).
@@ -65,40 +85,79 @@ impl LstmKernel {
         c0: Option<&Tensor>,
     ) -> Result<Vec<Tensor>> {
         let layout1 = self.attrs.layout == 1;
-        let x = if layout1 { transpose(x, &[1, 0, 2])? } else { x.clone() };
+        let x = if layout1 {
+            transpose(x, &[1, 0, 2])?
+        } else {
+            x.clone()
+        };
         let xs = x.shape();
         if xs.len() != 3 || xs[2] != self.input_size {
-            return Err(Error::node(node, format!("X has shape {xs:?}, expected [seq, batch, {}]", self.input_size)));
+            return Err(Error::node(
+                node,
+                format!(
+                    "X has shape {xs:?}, expected [seq, batch, {}]",
+                    self.input_size
+                ),
+            ));
         }
         let (seq, batch) = (xs[0], xs[1]);
         let h = self.attrs.hidden_size;
         let nd = self.dirs.len();
         let lens: Vec<usize> = match seq_lens {
-            Some(t) => t.to_i64_vec()?.iter().map(|&l| (l.max(0) as usize).min(seq)).collect(),
+            Some(t) => t
+                .to_i64_vec()?
+                .iter()
+                .map(|&l| (l.max(0) as usize).min(seq))
+                .collect(),
             None => vec![seq; batch],
         };
         if lens.len() != batch {
-            return Err(Error::node(node, format!("sequence_lens has {} entries for batch {batch}", lens.len())));
+            return Err(Error::node(
+                node,
+                format!("sequence_lens has {} entries for batch {batch}", lens.len()),
+            ));
         }
         let state = |t: Option<&Tensor>, what: &str| -> Result<Vec<f32>> {
-            let want = if layout1 { [batch, nd, h] } else { [nd, batch, h] };
+            let want = if layout1 {
+                [batch, nd, h]
+            } else {
+                [nd, batch, h]
+            };
             match t {
                 None => Ok(vec![0.0; nd * batch * h]),
                 Some(t) if t.shape() == want => {
-                    let t = if layout1 { transpose(t, &[1, 0, 2])? } else { t.clone() };
+                    let t = if layout1 {
+                        transpose(t, &[1, 0, 2])?
+                    } else {
+                        t.clone()
+                    };
                     f32_vec(node, &t)
                 }
-                Some(t) => Err(Error::node(node, format!("{what} has shape {:?}, expected {want:?}", t.shape()))),
+                Some(t) => Err(Error::node(
+                    node,
+                    format!("{what} has shape {:?}, expected {want:?}", t.shape()),
+                )),
             }
         };
         let (h0, c0) = (state(h0, "initial_h")?, state(c0, "initial_c")?);
-        let xv = x.as_slice::<f32>().map_err(|e| Error::node(node, e.to_string()))?;
+        let xv = x
+            .as_slice::<f32>()
+            .map_err(|e| Error::node(node, e.to_string()))?;
         let xa = PackedA::pack(xv, seq * batch, self.input_size, self.input_size, 1);
 
         let run_dir = |d: usize| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
             let dw = &self.dirs[d];
             let mut proj = vec![0.0f32; seq * batch * 4 * h];
-            gemm(&xa, &dw.w, &mut proj, 4 * h, Epilogue { bias: Bias::Col(&dw.bias), activation: None });
+            gemm(
+                &xa,
+                &dw.w,
+                &mut proj,
+                4 * h,
+                Epilogue {
+                    bias: Bias::Col(&dw.bias),
+                    activation: None,
+                },
+            );
             let reverse = self.attrs.direction == Direction::Reverse || d == 1;
             let mut y = vec![0.0f32; seq * batch * h];
             let mut hs = h0[d * batch * h..(d + 1) * batch * h].to_vec();
@@ -108,7 +167,9 @@ impl LstmKernel {
                 let (hb, cb) = (&mut hs[b * h..(b + 1) * h], &mut cs[b * h..(b + 1) * h]);
                 for s in 0..lens[b] {
                     let t = if reverse { lens[b] - 1 - s } else { s };
-                    gates.copy_from_slice(&proj[(t * batch + b) * 4 * h..(t * batch + b + 1) * 4 * h]);
+                    gates.copy_from_slice(
+                        &proj[(t * batch + b) * 4 * h..(t * batch + b + 1) * 4 * h],
+                    );
                     for (g, row) in gates.iter_mut().zip(dw.r.chunks_exact(h)) {
                         *g += dot(row, hb);
                     }
@@ -160,7 +221,11 @@ impl LstmKernel {
         let (f, c) = rest.split_at(h);
         for k in 0..h {
             let ig = sigmoid(i[k]);
-            let fg = if self.attrs.input_forget { 1.0 - ig } else { sigmoid(f[k]) };
+            let fg = if self.attrs.input_forget {
+                1.0 - ig
+            } else {
+                sigmoid(f[k])
+            };
             let cell = fg * cb[k] + ig * c[k].tanh();
             cb[k] = cell;
             hb[k] = sigmoid(o[k]) * cell.tanh();
@@ -173,7 +238,12 @@ impl LstmKernel {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ac.zip(bc) {
         for l in 0..8 {
             acc[l] += x[l] * y[l];

@@ -1,12 +1,13 @@
 //! MatMul (numpy semantics, broadcasting batch axes) and Gemm, on the packed GEMM.
 
-use super::gemm::{gemm, Bias, Epilogue, PackedA, PackedB};
+use super::gemm::{Bias, Epilogue, PackedA, PackedB, gemm};
 use accel_core::ir::{Activation, Gemm, Node};
 use accel_core::ops::broadcast_shapes;
-use accel_core::{shape_err, Error, Result, Tensor};
+use accel_core::{Error, Result, Tensor, shape_err};
 
 fn f32s<'a>(node: &Node, t: &'a Tensor) -> Result<&'a [f32]> {
-    t.as_slice::<f32>().map_err(|e| Error::node(node, e.to_string()))
+    t.as_slice::<f32>()
+        .map_err(|e| Error::node(node, e.to_string()))
 }
 
 /// MatMul whose B may be a constant packed at compile time.
@@ -17,7 +18,11 @@ pub struct MatMulKernel {
 }
 
 impl MatMulKernel {
-    pub fn new(node: &Node, b: Option<&Tensor>, activation: Option<Activation>) -> Result<MatMulKernel> {
+    pub fn new(
+        node: &Node,
+        b: Option<&Tensor>,
+        activation: Option<Activation>,
+    ) -> Result<MatMulKernel> {
         let packed_b = match b {
             Some(b) if b.rank() == 2 => {
                 let (k, n) = (b.shape()[0], b.shape()[1]);
@@ -25,11 +30,17 @@ impl MatMulKernel {
             }
             _ => None,
         };
-        Ok(MatMulKernel { packed_b, activation })
+        Ok(MatMulKernel {
+            packed_b,
+            activation,
+        })
     }
 
     pub fn run(&self, node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let ep = Epilogue { bias: Bias::None, activation: self.activation };
+        let ep = Epilogue {
+            bias: Bias::None,
+            activation: self.activation,
+        };
         let av = f32s(node, a)?;
         if let Some((pb, k, n)) = &self.packed_b {
             if a.rank() >= 1 && a.shape()[a.rank() - 1] == *k {
@@ -41,7 +52,13 @@ impl MatMulKernel {
                 shape.push(*n);
                 return Tensor::from_vec(shape, out);
             }
-            return Err(Error::node(node, format!("MatMul of {:?} by [{k}, {n}]: inner dimensions differ", a.shape())));
+            return Err(Error::node(
+                node,
+                format!(
+                    "MatMul of {:?} by [{k}, {n}]: inner dimensions differ",
+                    a.shape()
+                ),
+            ));
         }
         matmul_general(node, a, b, ep)
     }
@@ -53,14 +70,31 @@ fn matmul_general(node: &Node, a: &Tensor, b: &Tensor, ep: Epilogue) -> Result<T
     if a.rank() == 0 || b.rank() == 0 {
         return Err(Error::node(node, "MatMul does not take scalars"));
     }
-    let ash: Vec<usize> = if a.rank() == 1 { vec![1, a.shape()[0]] } else { a.shape().to_vec() };
-    let bsh: Vec<usize> = if b.rank() == 1 { vec![b.shape()[0], 1] } else { b.shape().to_vec() };
+    let ash: Vec<usize> = if a.rank() == 1 {
+        vec![1, a.shape()[0]]
+    } else {
+        a.shape().to_vec()
+    };
+    let bsh: Vec<usize> = if b.rank() == 1 {
+        vec![b.shape()[0], 1]
+    } else {
+        b.shape().to_vec()
+    };
     let (m, k) = (ash[ash.len() - 2], ash[ash.len() - 1]);
     let (k2, n) = (bsh[bsh.len() - 2], bsh[bsh.len() - 1]);
     if k != k2 {
-        return Err(Error::node(node, shape_err!("MatMul inner dimensions differ: {:?} x {:?}", a.shape(), b.shape()).to_string()));
+        return Err(Error::node(
+            node,
+            shape_err!(
+                "MatMul inner dimensions differ: {:?} x {:?}",
+                a.shape(),
+                b.shape()
+            )
+            .to_string(),
+        ));
     }
-    let batch = broadcast_shapes(&ash[..ash.len() - 2], &bsh[..bsh.len() - 2]).map_err(|e| Error::node(node, e.to_string()))?;
+    let batch = broadcast_shapes(&ash[..ash.len() - 2], &bsh[..bsh.len() - 2])
+        .map_err(|e| Error::node(node, e.to_string()))?;
     let nb: usize = batch.iter().product();
     let index_of = |shape: &[usize], flat: usize| -> usize {
         // Maps a broadcast batch index to the operand's own batch index.
@@ -110,15 +144,29 @@ impl GemmKernel {
             Some(_) => return Err(Error::node(node, "Gemm's B must be 2-D")),
             None => None,
         };
-        Ok(GemmKernel { attrs: attrs.clone(), packed_b })
+        Ok(GemmKernel {
+            attrs: attrs.clone(),
+            packed_b,
+        })
     }
 
     pub fn run(&self, node: &Node, a: &Tensor, b: &Tensor, c: Option<&Tensor>) -> Result<Tensor> {
         if a.rank() != 2 || b.rank() != 2 {
-            return Err(Error::node(node, format!("Gemm needs 2-D A and B, got {:?} and {:?}", a.shape(), b.shape())));
+            return Err(Error::node(
+                node,
+                format!(
+                    "Gemm needs 2-D A and B, got {:?} and {:?}",
+                    a.shape(),
+                    b.shape()
+                ),
+            ));
         }
         let g = &self.attrs;
-        let (m, k) = if g.trans_a { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
+        let (m, k) = if g.trans_a {
+            (a.shape()[1], a.shape()[0])
+        } else {
+            (a.shape()[0], a.shape()[1])
+        };
         let owned;
         let pb = match &self.packed_b {
             Some(pb) => pb,
@@ -128,13 +176,27 @@ impl GemmKernel {
             }
         };
         if pb.k != k {
-            return Err(Error::node(node, format!("Gemm inner dimensions differ: A {:?} vs B {:?}", a.shape(), b.shape())));
+            return Err(Error::node(
+                node,
+                format!(
+                    "Gemm inner dimensions differ: A {:?} vs B {:?}",
+                    a.shape(),
+                    b.shape()
+                ),
+            ));
         }
         let n = pb.n;
         let av = f32s(node, a)?;
-        let pa = if g.trans_a { PackedA::pack(av, m, k, 1, m) } else { PackedA::pack(av, m, k, k, 1) };
+        let pa = if g.trans_a {
+            PackedA::pack(av, m, k, 1, m)
+        } else {
+            PackedA::pack(av, m, k, k, 1)
+        };
         // C broadcasts to [M, N]: a row vector becomes a column bias, a column vector a row bias.
-        let cv: Option<Vec<f32>> = c.map(|c| c.to_f32_vec()).transpose()?.map(|v| v.iter().map(|x| x * g.beta).collect());
+        let cv: Option<Vec<f32>> = c
+            .map(|c| c.to_f32_vec())
+            .transpose()?
+            .map(|v| v.iter().map(|x| x * g.beta).collect());
         let cshape = c.map(|c| c.shape().to_vec()).unwrap_or_default();
         let (bias, full_c) = match (&cv, cshape.as_slice()) {
             (None, _) => (Bias::None, None),
@@ -154,7 +216,16 @@ impl GemmKernel {
         let mut out = vec![0.0f32; m * n];
         // With a full C, the activation must wait until C is added.
         let act = if full_c.is_some() { None } else { g.activation };
-        gemm(&pa, pb, &mut out, n, Epilogue { bias, activation: act });
+        gemm(
+            &pa,
+            pb,
+            &mut out,
+            n,
+            Epilogue {
+                bias,
+                activation: act,
+            },
+        );
         if let Some(fc) = full_c {
             out.iter_mut().zip(fc).for_each(|(o, c)| *o += c);
             if let Some(a) = g.activation {
@@ -168,5 +239,9 @@ impl GemmKernel {
 fn pack_gemm_b(node: &Node, g: &Gemm, b: &Tensor) -> Result<PackedB> {
     let bv: Vec<f32> = f32s(node, b)?.iter().map(|x| x * g.alpha).collect();
     let (r, c) = (b.shape()[0], b.shape()[1]);
-    Ok(if g.trans_b { PackedB::pack(&bv, c, r, 1, c) } else { PackedB::pack(&bv, r, c, c, 1) })
+    Ok(if g.trans_b {
+        PackedB::pack(&bv, c, r, 1, c)
+    } else {
+        PackedB::pack(&bv, r, c, c, 1)
+    })
 }

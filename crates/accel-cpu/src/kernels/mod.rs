@@ -9,16 +9,41 @@ pub mod matmul;
 pub mod pool;
 
 use accel_core::ir::{Node, Window};
-use accel_core::{shape_err, Error, Result, Tensor};
+use accel_core::{Error, Result, Tensor, shape_err};
 
-/// An f32 [N, C, H, W] (or [N, C, L], seen as H = 1) input: data, N, C, [H, W], is_1d.
-pub(crate) fn float_input<'a>(node: &Node, x: &'a Tensor) -> Result<(&'a [f32], usize, usize, [usize; 2], bool)> {
-    let v = x.as_slice::<f32>().map_err(|e| Error::node(node, e.to_string()))?;
+/// An f32 [N, C, H, W] input, or [N, C, L] seen as H = 1.
+pub(crate) struct Images<'a> {
+    pub data: &'a [f32],
+    pub n: usize,
+    pub c: usize,
+    pub hw: [usize; 2],
+    pub one_d: bool,
+}
+
+pub(crate) fn float_input<'a>(node: &Node, x: &'a Tensor) -> Result<Images<'a>> {
+    let data = x
+        .as_slice::<f32>()
+        .map_err(|e| Error::node(node, e.to_string()))?;
     let s = x.shape();
     match s.len() {
-        3 => Ok((v, s[0], s[1], [1, s[2]], true)),
-        4 => Ok((v, s[0], s[1], [s[2], s[3]], false)),
-        _ => Err(Error::node(node, shape_err!("expected an [N, C, H, W] or [N, C, L] input, got {s:?}").to_string())),
+        3 => Ok(Images {
+            data,
+            n: s[0],
+            c: s[1],
+            hw: [1, s[2]],
+            one_d: true,
+        }),
+        4 => Ok(Images {
+            data,
+            n: s[0],
+            c: s[1],
+            hw: [s[2], s[3]],
+            one_d: false,
+        }),
+        _ => Err(Error::node(
+            node,
+            shape_err!("expected an [N, C, H, W] or [N, C, L] input, got {s:?}").to_string(),
+        )),
     }
 }
 
@@ -27,8 +52,18 @@ pub(crate) fn spatial_2d(kernel: &[usize], w: &Window, one_d: bool) -> (Vec<usiz
     if !one_d {
         return (kernel.to_vec(), w.clone());
     }
-    let lift = |v: &Vec<usize>, fill: usize| if v.is_empty() { vec![] } else { vec![fill, v[0]] };
-    let pads = if w.pads.len() == 2 { vec![0, w.pads[0], 0, w.pads[1]] } else { vec![] };
+    let lift = |v: &Vec<usize>, fill: usize| {
+        if v.is_empty() {
+            vec![]
+        } else {
+            vec![fill, v[0]]
+        }
+    };
+    let pads = if w.pads.len() == 2 {
+        vec![0, w.pads[0], 0, w.pads[1]]
+    } else {
+        vec![]
+    };
     (
         vec![1, kernel[0]],
         Window {

@@ -1,15 +1,22 @@
 //! MaxPool and AveragePool over 1-D and 2-D windows.
 
-use super::{float_input, spatial_2d};
+use super::{Images, float_input, spatial_2d};
 use accel_core::ir::{Node, Pool};
 use accel_core::ops::resolve_window;
 use accel_core::{Error, Result, Tensor};
 use rayon::prelude::*;
 
 pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
-    let (xv, n, c, in_hw, one_d) = float_input(node, x)?;
+    let Images {
+        data: xv,
+        n,
+        c,
+        hw: in_hw,
+        one_d,
+    } = float_input(node, x)?;
     let (kernel, window) = spatial_2d(&p.window.kernel_shape, &p.window, one_d);
-    let rw = resolve_window(&window, &in_hw, &kernel, p.ceil_mode).map_err(|e| Error::node(node, e.to_string()))?;
+    let rw = resolve_window(&window, &in_hw, &kernel, p.ceil_mode)
+        .map_err(|e| Error::node(node, e.to_string()))?;
     let (oh, ow) = (rw.output[0], rw.output[1]);
     let (ih, iw) = (in_hw[0] as isize, in_hw[1] as isize);
     let (kh, kw) = (kernel[0] as isize, kernel[1] as isize);
@@ -18,44 +25,51 @@ pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
     let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
     let (pb, pr) = (rw.pads_end[0] as isize, rw.pads_end[1] as isize);
     let mut out = vec![0.0f32; n * c * oh * ow];
-    out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane_idx, o)| {
-        let plane = &xv[plane_idx * (ih * iw) as usize..(plane_idx + 1) * (ih * iw) as usize];
-        for oy in 0..oh as isize {
-            for ox in 0..ow as isize {
-                let (y0, x0) = (oy * sh - pt, ox * sw - pl);
-                let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
-                let mut count = 0usize;
-                let mut padded_count = 0usize;
-                for ky in 0..kh {
-                    let y = y0 + ky * dh;
-                    for kx in 0..kw {
-                        let xx = x0 + kx * dw;
-                        if y >= 0 && y < ih && xx >= 0 && xx < iw {
-                            let v = plane[(y * iw + xx) as usize];
-                            // `!(v <= acc)` lets a NaN win, so NaN propagates.
-                            if max {
-                                if !(v <= acc) {
-                                    acc = v;
+    out.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(plane_idx, o)| {
+            let plane = &xv[plane_idx * (ih * iw) as usize..(plane_idx + 1) * (ih * iw) as usize];
+            for oy in 0..oh as isize {
+                for ox in 0..ow as isize {
+                    let (y0, x0) = (oy * sh - pt, ox * sw - pl);
+                    let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
+                    let mut count = 0usize;
+                    let mut padded_count = 0usize;
+                    for ky in 0..kh {
+                        let y = y0 + ky * dh;
+                        for kx in 0..kw {
+                            let xx = x0 + kx * dw;
+                            if y >= 0 && y < ih && xx >= 0 && xx < iw {
+                                let v = plane[(y * iw + xx) as usize];
+                                // A NaN wins, so NaN propagates.
+                                if max {
+                                    if v > acc || v.is_nan() {
+                                        acc = v;
+                                    }
+                                } else {
+                                    acc += v;
                                 }
-                            } else {
-                                acc += v;
+                                count += 1;
                             }
-                            count += 1;
-                        }
-                        // count_include_pad counts explicit padding, not the ceil_mode overhang.
-                        if y >= -pt && y < ih + pb && xx >= -pl && xx < iw + pr {
-                            padded_count += 1;
+                            // count_include_pad counts explicit padding, not the ceil_mode overhang.
+                            if y >= -pt && y < ih + pb && xx >= -pl && xx < iw + pr {
+                                padded_count += 1;
+                            }
                         }
                     }
+                    o[(oy * ow as isize + ox) as usize] = if max {
+                        acc
+                    } else {
+                        acc / (if p.count_include_pad {
+                            padded_count
+                        } else {
+                            count
+                        })
+                        .max(1) as f32
+                    };
                 }
-                o[(oy * ow as isize + ox) as usize] = if max {
-                    acc
-                } else {
-                    acc / (if p.count_include_pad { padded_count } else { count }).max(1) as f32
-                };
             }
-        }
-    });
+        });
     let mut shape = vec![n, c];
     shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
     Tensor::from_vec(shape, out)

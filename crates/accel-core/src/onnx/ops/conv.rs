@@ -1,13 +1,17 @@
 //! Conv, ConvTranspose, pooling, BatchNormalization.
 
 use super::NodeCtx;
-use crate::ir::{AutoPad, Conv, ConvTranspose, Op, Pool, Window};
 use crate::Result;
+use crate::ir::{AutoPad, Conv, ConvTranspose, Op, Pool, Window};
 
 pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
     let a = &n.attrs;
     Ok(match n.proto.op_type() {
-        "Conv" => Op::Conv(Conv { window: window(n)?, group: group(n)?, activation: None }),
+        "Conv" => Op::Conv(Conv {
+            window: window(n)?,
+            group: group(n)?,
+            activation: None,
+        }),
         "ConvTranspose" => Op::ConvTranspose(ConvTranspose {
             window: window(n)?,
             group: group(n)?,
@@ -31,15 +35,23 @@ pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
                 ceil_mode: a.int_or("ceil_mode", 0) != 0,
                 count_include_pad: a.int_or("count_include_pad", 0) != 0,
             };
-            if n.proto.op_type() == "MaxPool" { Op::MaxPool(pool) } else { Op::AveragePool(pool) }
+            if n.proto.op_type() == "MaxPool" {
+                Op::MaxPool(pool)
+            } else {
+                Op::AveragePool(pool)
+            }
         }
         "GlobalAveragePool" => Op::GlobalAveragePool,
         "GlobalMaxPool" => Op::GlobalMaxPool,
         "BatchNormalization" => {
-            if a.int_or("training_mode", 0) != 0 || n.proto.output.iter().skip(1).any(|o| !o.is_empty()) {
+            if a.int_or("training_mode", 0) != 0
+                || n.proto.output.iter().skip(1).any(|o| !o.is_empty())
+            {
                 return Err(n.unsupported("BatchNormalization in training mode"));
             }
-            Op::BatchNormalization { epsilon: a.float_or("epsilon", 1e-5) }
+            Op::BatchNormalization {
+                epsilon: a.float_or("epsilon", 1e-5),
+            }
         }
         _ => unreachable!("dispatched by op type"),
     })
@@ -47,7 +59,10 @@ pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
 
 fn group(n: &NodeCtx) -> Result<usize> {
     let g = n.attrs.int_or("group", 1);
-    usize::try_from(g).ok().filter(|&g| g > 0).ok_or_else(|| n.err(format!("group must be positive, got {g}")))
+    usize::try_from(g)
+        .ok()
+        .filter(|&g| g > 0)
+        .ok_or_else(|| n.err(format!("group must be positive, got {g}")))
 }
 
 fn window(n: &NodeCtx) -> Result<Window> {

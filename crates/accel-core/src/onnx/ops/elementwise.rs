@@ -1,6 +1,6 @@
 //! Activations, broadcasting arithmetic, comparisons, Where and reductions.
 
-use super::{i64_tensor, NodeCtx};
+use super::{NodeCtx, i64_tensor};
 use crate::ir::{BinaryOp, Op, ReduceOp, UnaryOp};
 use crate::{Result, Tensor};
 
@@ -21,7 +21,9 @@ pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
         "Ceil" => unary(UnaryOp::Ceil),
         "Erf" => unary(UnaryOp::Erf),
         "Not" => unary(UnaryOp::Not),
-        "LeakyRelu" => Ok(Op::LeakyRelu { alpha: n.attrs.float_or("alpha", 0.01) }),
+        "LeakyRelu" => Ok(Op::LeakyRelu {
+            alpha: n.attrs.float_or("alpha", 0.01),
+        }),
         "Clip" => {
             if n.opset() < 11 {
                 let min = n.attrs.float_or("min", f32::MIN);
@@ -32,12 +34,16 @@ pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
             Ok(Op::Clip)
         }
         "Where" => Ok(Op::Where),
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater" | "And" | "Or" | "Max" | "Min" => {
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Greater" | "And" | "Or"
+        | "Max" | "Min" => {
             if n.opset() < 7 && n.attrs.has("broadcast") {
                 return Err(n.unsupported("legacy broadcast attribute (opset < 7)"));
             }
             if matches!(op_type.as_str(), "Max" | "Min") && n.inputs.len() != 2 {
-                return Err(n.unsupported(&format!("{op_type} with {} inputs (only 2)", n.inputs.len())));
+                return Err(n.unsupported(&format!(
+                    "{op_type} with {} inputs (only 2)",
+                    n.inputs.len()
+                )));
             }
             Ok(Op::Binary(match op_type.as_str() {
                 "Add" => BinaryOp::Add,
@@ -67,11 +73,13 @@ fn reduce(n: &mut NodeCtx, op_type: &str) -> Result<Op> {
         _ => ReduceOp::Prod,
     };
     // Axes became an input in opset 13 for ReduceSum and opset 18 for the others.
-    let axes_is_input = if op == ReduceOp::Sum { n.opset() >= 13 } else { n.opset() >= 18 };
-    if !axes_is_input {
-        if let Some(axes) = n.attrs.ints("axes") {
-            n.attr_as_input(1, i64_tensor(axes));
-        }
+    let axes_is_input = if op == ReduceOp::Sum {
+        n.opset() >= 13
+    } else {
+        n.opset() >= 18
+    };
+    if !axes_is_input && let Some(axes) = n.attrs.ints("axes") {
+        n.attr_as_input(1, i64_tensor(axes));
     }
     Ok(Op::Reduce {
         op,

@@ -1,6 +1,6 @@
 //! Shape, layout and data-movement operators.
 
-use super::{i64_tensor, NodeCtx};
+use super::{NodeCtx, i64_tensor};
 use crate::ir::{CoordTransform, NearestMode, Op, PadMode, Resize, ResizeMode};
 use crate::onnx::tensor::tensor_from_proto;
 use crate::{DType, Error, Result, Tensor};
@@ -9,37 +9,66 @@ pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
     let op_type = n.proto.op_type().to_string();
     let opset = n.opset();
     Ok(match op_type.as_str() {
-        "Concat" => Op::Concat { axis: n.attrs.int("axis").ok_or_else(|| n.err("axis is required"))? },
+        "Concat" => Op::Concat {
+            axis: n
+                .attrs
+                .int("axis")
+                .ok_or_else(|| n.err("axis is required"))?,
+        },
         "Split" => {
-            if opset < 13 {
-                if let Some(split) = n.attrs.ints("split") {
-                    n.attr_as_input(1, i64_tensor(split));
-                }
+            if opset < 13
+                && let Some(split) = n.attrs.ints("split")
+            {
+                n.attr_as_input(1, i64_tensor(split));
             }
-            Op::Split { axis: n.attrs.int_or("axis", 0), num_outputs: n.proto.output.len() }
+            Op::Split {
+                axis: n.attrs.int_or("axis", 0),
+                num_outputs: n.proto.output.len(),
+            }
         }
         "Reshape" => {
             if opset < 5 {
                 return Err(n.unsupported("Reshape with a shape attribute (opset < 5)"));
             }
-            Op::Reshape { allowzero: n.attrs.int_or("allowzero", 0) != 0 }
-        }
-        "Transpose" => Op::Transpose { perm: n.attrs.usizes("perm")? },
-        "Squeeze" | "Unsqueeze" => {
-            if opset < 13 {
-                if let Some(axes) = n.attrs.ints("axes") {
-                    n.attr_as_input(1, i64_tensor(axes));
-                }
+            Op::Reshape {
+                allowzero: n.attrs.int_or("allowzero", 0) != 0,
             }
-            if op_type == "Squeeze" { Op::Squeeze } else { Op::Unsqueeze }
         }
-        "Flatten" => Op::Flatten { axis: n.attrs.int_or("axis", 1) },
-        "Shape" => Op::Shape { start: n.attrs.int_or("start", 0), end: n.attrs.int("end") },
-        "Gather" => Op::Gather { axis: n.attrs.int_or("axis", 0) },
+        "Transpose" => Op::Transpose {
+            perm: n.attrs.usizes("perm")?,
+        },
+        "Squeeze" | "Unsqueeze" => {
+            if opset < 13
+                && let Some(axes) = n.attrs.ints("axes")
+            {
+                n.attr_as_input(1, i64_tensor(axes));
+            }
+            if op_type == "Squeeze" {
+                Op::Squeeze
+            } else {
+                Op::Unsqueeze
+            }
+        }
+        "Flatten" => Op::Flatten {
+            axis: n.attrs.int_or("axis", 1),
+        },
+        "Shape" => Op::Shape {
+            start: n.attrs.int_or("start", 0),
+            end: n.attrs.int("end"),
+        },
+        "Gather" => Op::Gather {
+            axis: n.attrs.int_or("axis", 0),
+        },
         "Slice" => {
             if opset < 10 {
-                let starts = n.attrs.ints("starts").ok_or_else(|| n.err("starts is required"))?;
-                let ends = n.attrs.ints("ends").ok_or_else(|| n.err("ends is required"))?;
+                let starts = n
+                    .attrs
+                    .ints("starts")
+                    .ok_or_else(|| n.err("starts is required"))?;
+                let ends = n
+                    .attrs
+                    .ints("ends")
+                    .ok_or_else(|| n.err("ends is required"))?;
                 n.attr_as_input(1, i64_tensor(starts));
                 n.attr_as_input(2, i64_tensor(ends));
                 if let Some(axes) = n.attrs.ints("axes") {
@@ -58,7 +87,10 @@ pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
                 Some(m) => return Err(n.unsupported(&format!("pad mode '{m}'"))),
             };
             if opset < 11 {
-                let pads = n.attrs.ints("pads").ok_or_else(|| n.err("pads is required"))?;
+                let pads = n
+                    .attrs
+                    .ints("pads")
+                    .ok_or_else(|| n.err("pads is required"))?;
                 n.attr_as_input(1, i64_tensor(pads));
                 n.attr_as_input(2, Tensor::scalar(n.attrs.float_or("value", 0.0)));
             }
@@ -118,7 +150,9 @@ fn resize(n: &mut NodeCtx, op_type: &str) -> Result<Op> {
     if a.has("axes") {
         return Err(n.unsupported("Resize axes attribute"));
     }
-    if a.string("keep_aspect_ratio_policy")?.is_some_and(|p| p != "stretch") {
+    if a.string("keep_aspect_ratio_policy")?
+        .is_some_and(|p| p != "stretch")
+    {
         return Err(n.unsupported("keep_aspect_ratio_policy other than stretch"));
     }
     if coord == CoordTransform::TfCropAndResize {
@@ -138,5 +172,10 @@ fn resize(n: &mut NodeCtx, op_type: &str) -> Result<Op> {
         let scales = n.inputs.get(1).cloned().unwrap_or_default();
         n.inputs = vec![n.inputs[0].clone(), String::new(), scales];
     }
-    Ok(Op::Resize(Resize { mode, coord, nearest_mode, extrapolation_value }))
+    Ok(Op::Resize(Resize {
+        mode,
+        coord,
+        nearest_mode,
+        extrapolation_value,
+    }))
 }

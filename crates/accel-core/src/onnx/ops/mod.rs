@@ -43,8 +43,14 @@ impl NodeCtx<'_, '_> {
 
     /// Adds a constant that stands in for an attribute of an older opset, as input `index`.
     pub fn attr_as_input(&mut self, index: usize, t: Tensor) {
-        let name = self.import.graph.fresh_name(&format!("{}_in{index}", self.name));
-        self.import.graph.constants.insert(name.clone(), Arc::new(t));
+        let name = self
+            .import
+            .graph
+            .fresh_name(&format!("{}_in{index}", self.name));
+        self.import
+            .graph
+            .constants
+            .insert(name.clone(), Arc::new(t));
         if self.inputs.len() <= index {
             self.inputs.resize(index + 1, String::new());
         }
@@ -74,25 +80,38 @@ pub(crate) fn convert(proto: &NodeProto, name: &str, ctx: &mut ImportCtx) -> Res
         import: ctx,
     };
     let op = match op_type {
-        "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" | "GlobalAveragePool" | "GlobalMaxPool"
-        | "BatchNormalization" => conv::convert(&mut node)?,
+        "Conv" | "ConvTranspose" | "MaxPool" | "AveragePool" | "GlobalAveragePool"
+        | "GlobalMaxPool" | "BatchNormalization" => conv::convert(&mut node)?,
         "MatMul" | "Gemm" | "LSTM" | "Softmax" | "LogSoftmax" => nn::convert(&mut node)?,
-        "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Neg" | "Abs" | "Sqrt" | "Reciprocal" | "Floor" | "Ceil"
-        | "Erf" | "Not" | "Clip" | "LeakyRelu" | "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min"
-        | "Equal" | "Less" | "Greater" | "And" | "Or" | "Where" | "ReduceSum" | "ReduceMean" | "ReduceMax"
-        | "ReduceMin" | "ReduceProd" => elementwise::convert(&mut node)?,
-        "Concat" | "Split" | "Reshape" | "Transpose" | "Squeeze" | "Unsqueeze" | "Flatten" | "Shape" | "Gather"
-        | "Slice" | "Expand" | "Tile" | "Pad" | "Resize" | "Upsample" | "Range" | "ConstantOfShape" | "Cast"
-        | "Identity" | "Dropout" => layout::convert(&mut node)?,
+        "Relu" | "Sigmoid" | "Tanh" | "Exp" | "Log" | "Neg" | "Abs" | "Sqrt" | "Reciprocal"
+        | "Floor" | "Ceil" | "Erf" | "Not" | "Clip" | "LeakyRelu" | "Add" | "Sub" | "Mul"
+        | "Div" | "Pow" | "Max" | "Min" | "Equal" | "Less" | "Greater" | "And" | "Or" | "Where"
+        | "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" => {
+            elementwise::convert(&mut node)?
+        }
+        "Concat" | "Split" | "Reshape" | "Transpose" | "Squeeze" | "Unsqueeze" | "Flatten"
+        | "Shape" | "Gather" | "Slice" | "Expand" | "Tile" | "Pad" | "Resize" | "Upsample"
+        | "Range" | "ConstantOfShape" | "Cast" | "Identity" | "Dropout" => {
+            layout::convert(&mut node)?
+        }
         _ => return Err(unsupported(proto, name, node.import.opset)),
     };
-    Ok(Converted::Node(Node { name: name.to_string(), op, inputs: node.inputs, outputs: proto.output.clone() }))
+    Ok(Converted::Node(Node {
+        name: name.to_string(),
+        op,
+        inputs: node.inputs,
+        outputs: proto.output.clone(),
+    }))
 }
 
 fn unsupported(proto: &NodeProto, name: &str, opset: i64) -> Error {
     Error::UnsupportedOp {
         op_type: proto.op_type().to_string(),
-        domain: if proto.domain().is_empty() { "ai.onnx".into() } else { proto.domain().to_string() },
+        domain: if proto.domain().is_empty() {
+            "ai.onnx".into()
+        } else {
+            proto.domain().to_string()
+        },
         opset,
         node: name.to_string(),
     }

@@ -1,8 +1,8 @@
 //! MatMul, Gemm, LSTM, Softmax.
 
 use super::NodeCtx;
-use crate::ir::{Direction, Gemm, Lstm, Op};
 use crate::Result;
+use crate::ir::{Direction, Gemm, Lstm, Op};
 
 pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
     let a = &n.attrs;
@@ -32,8 +32,13 @@ pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
 
 fn lstm(n: &NodeCtx) -> Result<Op> {
     let a = &n.attrs;
-    let hidden = a.int("hidden_size").ok_or_else(|| n.err("hidden_size is required"))?;
-    let hidden_size = usize::try_from(hidden).ok().filter(|&h| h > 0).ok_or_else(|| n.err("hidden_size must be positive"))?;
+    let hidden = a
+        .int("hidden_size")
+        .ok_or_else(|| n.err("hidden_size is required"))?;
+    let hidden_size = usize::try_from(hidden)
+        .ok()
+        .filter(|&h| h > 0)
+        .ok_or_else(|| n.err("hidden_size must be positive"))?;
     let direction = match a.string("direction")?.as_deref() {
         None | Some("forward") => Direction::Forward,
         Some("reverse") => Direction::Reverse,
@@ -42,9 +47,15 @@ fn lstm(n: &NodeCtx) -> Result<Op> {
     };
     if let Some(acts) = a.strings("activations")? {
         let default = ["Sigmoid", "Tanh", "Tanh"];
-        let ok = acts.chunks(3).all(|c| c.iter().zip(default).all(|(x, d)| x.eq_ignore_ascii_case(d)));
+        let ok = acts.chunks(3).all(|c| {
+            c.iter()
+                .zip(default)
+                .all(|(x, d)| x.eq_ignore_ascii_case(d))
+        });
         if !ok {
-            return Err(n.unsupported(&format!("LSTM activations {acts:?} (only Sigmoid, Tanh, Tanh)")));
+            return Err(n.unsupported(&format!(
+                "LSTM activations {acts:?} (only Sigmoid, Tanh, Tanh)"
+            )));
         }
     }
     if n.inputs.len() > 7 && !n.inputs[7].is_empty() {
