@@ -102,7 +102,7 @@ mod tests {
     fn roundtrip_every_dtype() {
         let dir = std::env::temp_dir().join(format!("accel-npy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let tensors = vec![
+        let tensors = [
             Tensor::from_vec(vec![2, 3], vec![1.5f32, -2.0, 3.0, 4.0, 5.0, 6.0]).unwrap(),
             Tensor::from_vec(vec![2], vec![f16::from_f32(0.5), f16::from_f32(-1.0)]).unwrap(),
             Tensor::from_vec(vec![3], vec![1i64, -2, 3]).unwrap(),
