@@ -334,8 +334,11 @@ impl Executable for CpuExecutable {
         for ((slot, _), t) in self.inputs.iter().zip(inputs) {
             env[*slot] = Some(t.to_tensor());
         }
+        let profile = std::env::var_os("ACCEL_CPU_PROFILE").is_some();
+        let mut times: Vec<(f64, &str, &str)> = Vec::new();
         self.pool.install(|| -> Result<()> {
             for step in &self.steps {
+                let t0 = profile.then(std::time::Instant::now);
                 // Reshape-like ops may take their input instead of copying it.
                 let movable = matches!(
                     step.node.op,
@@ -369,9 +372,19 @@ impl Executable for CpuExecutable {
                 for v in &step.frees {
                     env[*v] = None;
                 }
+                if let Some(t0) = t0 {
+                    times.push((
+                        t0.elapsed().as_secs_f64() * 1e3,
+                        step.node.op.name(),
+                        &step.node.name,
+                    ));
+                }
             }
             Ok(())
         })?;
+        if profile {
+            print_profile(&mut times);
+        }
         self.outputs
             .iter()
             .map(|s| match s {
@@ -381,5 +394,18 @@ impl Executable for CpuExecutable {
                     .ok_or_else(|| Error::Other("an output was not computed".into())),
             })
             .collect()
+    }
+}
+
+/// `ACCEL_CPU_PROFILE=1`: per-node times of each run, slowest first, on stderr.
+fn print_profile(times: &mut [(f64, &str, &str)]) {
+    let total: f64 = times.iter().map(|t| t.0).sum();
+    times.sort_by(|a, b| b.0.total_cmp(&a.0));
+    eprintln!("accel-cpu profile: {total:.3} ms in {} steps", times.len());
+    for (ms, op, name) in times.iter().take(15) {
+        eprintln!(
+            "  {ms:8.3} ms  {:5.1}%  {op:<16} {name}",
+            100.0 * ms / total.max(1e-9)
+        );
     }
 }

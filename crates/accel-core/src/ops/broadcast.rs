@@ -1,7 +1,8 @@
 //! Numpy-style broadcasting: binary arithmetic, comparisons and Where.
 
+use super::layout::cast;
 use crate::ir::BinaryOp;
-use crate::{Error, Result, Tensor, TensorData, shape_err};
+use crate::{DType, Error, Result, Tensor, TensorData, shape_err};
 use half::f16;
 
 pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
@@ -156,6 +157,9 @@ macro_rules! int_op {
 }
 
 pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if op == BinaryOp::Pow && a.dtype() != b.dtype() && b.dtype() != DType::Bool {
+        return pow_mixed(a, b);
+    }
     let (ash, bsh) = (a.shape(), b.shape());
     let mismatch = || {
         Error::Other(format!(
@@ -231,6 +235,30 @@ pub fn eval_binary(op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         _ => return Err(mismatch()),
     };
     Tensor::new(shape, data)
+}
+
+/// Pow(T, T1): the exponent may have another numeric type; the result has the base's type.
+/// A float base is raised in f32; an integer base is raised in f64 and truncated, as in ONNX's
+/// reference implementation.
+fn pow_mixed(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.dtype().is_float() {
+        let p = eval_binary(BinaryOp::Pow, &cast(a, DType::F32)?, &cast(b, DType::F32)?)?;
+        return cast(&p, a.dtype());
+    }
+    if a.dtype() == DType::Bool {
+        return Err(Error::Other("Pow is not defined for bool".into()));
+    }
+    let wide = |t: &Tensor| -> Result<Vec<f64>> {
+        Ok(if t.dtype().is_float() {
+            t.to_f32_vec()?.into_iter().map(f64::from).collect()
+        } else {
+            t.to_i64_vec()?.into_iter().map(|v| v as f64).collect()
+        })
+    };
+    let (x, y) = (wide(a)?, wide(b)?);
+    let (shape, v) = zip_broadcast(&x, a.shape(), &y, b.shape(), f64::powf)?;
+    let powers = Tensor::from_vec(shape, v.into_iter().map(|p| p as i64).collect::<Vec<_>>())?;
+    cast(&powers, a.dtype())
 }
 
 pub fn eval_where(cond: &Tensor, x: &Tensor, y: &Tensor) -> Result<Tensor> {

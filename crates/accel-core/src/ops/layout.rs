@@ -1,6 +1,6 @@
 //! Layout and shape operators: pure data movement, written once for every element type.
 
-use super::{input, normalize_axis, opt_input};
+use super::{flatten_axis, input, normalize_axis, opt_input};
 use crate::ir::{Node, Op, PadMode};
 use crate::{DType, Element, Error, Result, Tensor, TensorData, dispatch_data, shape_err};
 use half::f16;
@@ -41,7 +41,7 @@ pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
         }
         Op::Flatten { axis } => {
             let x = x()?;
-            let a = normalize_axis(*axis, x.rank() + 1)?;
+            let a = flatten_axis(*axis, x.rank())?;
             let rows = x.shape()[..a].iter().product();
             let cols = x.shape()[a..].iter().product();
             x.clone().reshape(vec![rows, cols])

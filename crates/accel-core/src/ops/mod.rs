@@ -33,6 +33,17 @@ pub fn normalize_axis(axis: i64, rank: usize) -> Result<usize> {
     Ok(a as usize)
 }
 
+/// Normalises Flatten's axis, which ranges over [-rank, rank] (negative counts from rank).
+pub(crate) fn flatten_axis(axis: i64, rank: usize) -> Result<usize> {
+    let r = rank as i64;
+    if axis < -r || axis > r {
+        return Err(Error::Shape(format!(
+            "Flatten axis {axis} is out of range for rank {rank}"
+        )));
+    }
+    Ok(if axis < 0 { axis + r } else { axis } as usize)
+}
+
 /// Whether core can evaluate this op (constant folding and backend fallbacks use it).
 pub fn can_eval(op: &Op) -> bool {
     !matches!(
@@ -111,6 +122,7 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
                 .map_err(|e| annotate(node, e))
         }
         Op::Dropout => {
+            training_dropout_check(node, inputs)?;
             let x = x()?.clone();
             let mut out = vec![x];
             if node.outputs.len() > 1 {
@@ -126,6 +138,28 @@ pub fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
             format!("{} is evaluated by backends, not by core", op.name()),
         )),
     }
+}
+
+/// Dropout with `training_mode` true drops at random: refuse it rather than pass data through.
+fn training_dropout_check(node: &Node, inputs: &[Option<&Tensor>]) -> Result<()> {
+    let training = opt_input(inputs, 2)
+        .map(|t| t.to_i64_vec())
+        .transpose()?
+        .is_some_and(|v| v.iter().any(|&b| b != 0));
+    let ratio = opt_input(inputs, 1)
+        .map(|t| t.to_f32_vec())
+        .transpose()?
+        .and_then(|v| v.first().copied())
+        .unwrap_or(0.5);
+    if training && ratio > 0.0 {
+        return Err(Error::node(
+            node,
+            format!(
+                "Dropout in training mode (ratio {ratio}) is random; accel runs inference only (export the model in eval mode)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Adds the node's name to an error raised while evaluating it.

@@ -137,6 +137,17 @@ pub(super) fn reduce(
         }};
     }
     match x.data() {
+        // int32 shape arithmetic (tf2onnx emits it) goes through i64.
+        TensorData::I32(_) => {
+            let wide = Tensor::from_vec(shape.to_vec(), x.to_i64_vec()?)?;
+            let axes_t = (!axes.is_empty())
+                .then(|| Tensor::from_vec(vec![axes.len()], axes.clone()))
+                .transpose()?;
+            super::layout::cast(
+                &reduce(op, &wide, axes_t.as_ref(), keepdims, noop_with_empty_axes)?,
+                crate::DType::I32,
+            )
+        }
         TensorData::I64(v) => {
             let acc = match op {
                 ReduceOp::Sum | ReduceOp::Mean => {

@@ -5,8 +5,8 @@
 //! input shapes (see `passes::specialize`) folds those away.
 
 use super::layout::{Slices, reshape_shape, squeeze_shape, unsqueeze_shape};
-use super::normalize_axis;
 use super::resize::resize_geometry;
+use super::{flatten_axis, normalize_axis};
 use crate::ir::{AutoPad, Dim, Node, Op, Window};
 use crate::{DType, Error, Result, Tensor, shape_err};
 
@@ -167,7 +167,7 @@ pub fn resolve_conv_transpose(
         }
         _ => None,
     };
-    match target {
+    match &target {
         Some(t) => {
             if t.len() != n {
                 return Err(shape_err!(
@@ -175,9 +175,9 @@ pub fn resolve_conv_transpose(
                 ));
             }
             for i in 0..n {
-                let total = full(i).checked_sub(t[i]).ok_or_else(|| {
-                    shape_err!("output_shape {t:?} is larger than ConvTranspose can produce")
-                })?;
+                // A target beyond the full output is zero-extended at the end, as ONNX
+                // Runtime does (and the ONNX conformance case test_convtranspose_output_shape).
+                let total = full(i).saturating_sub(t[i]);
                 let small = total / 2;
                 (pb[i], pe[i]) = if w.auto_pad == AutoPad::SameUpper {
                     (small, total - small)
@@ -200,8 +200,10 @@ pub fn resolve_conv_transpose(
     }
     let output = (0..n)
         .map(|i| {
-            full(i)
-                .checked_sub(pb[i] + pe[i])
+            let padded = full(i).checked_sub(pb[i] + pe[i]);
+            target
+                .as_ref()
+                .map_or(padded, |t| Some(t[i]))
                 .filter(|&o| o > 0)
                 .ok_or_else(|| shape_err!("pads exceed the ConvTranspose output"))
         })
@@ -584,7 +586,7 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
             let Some(x) = c.shape(0) else {
                 return Ok(vec![(dt, Some(c.fresh(0, 2)))]);
             };
-            let a = normalize_axis(*axis, x.len() + 1)?;
+            let a = flatten_axis(*axis, x.len())?;
             let prod = |s: &[Dim], i: usize| -> Dim {
                 let p: Option<usize> = s.iter().map(Dim::known).product();
                 match p {

@@ -12,12 +12,20 @@ pub fn remove_identities(graph: &mut Graph) -> usize {
         let n = &graph.nodes[i];
         let passthrough = match n.op {
             Op::Identity => true,
-            // Dropout's mask output must be unused for it to vanish.
-            Op::Dropout => n
-                .outputs
-                .iter()
-                .skip(1)
-                .all(|o| o.is_empty() || !graph.use_counts().contains_key(o.as_str())),
+            // Dropout's mask output must be unused for it to vanish, and training_mode (input
+            // 2), when given, a constant false.
+            Op::Dropout => {
+                n.outputs
+                    .iter()
+                    .skip(1)
+                    .all(|o| o.is_empty() || !graph.use_counts().contains_key(o.as_str()))
+                    && n.input(2).is_none_or(|t| {
+                        graph
+                            .constant(t)
+                            .and_then(|c| c.to_i64_vec().ok())
+                            .is_some_and(|v| v.iter().all(|&b| b == 0))
+                    })
+            }
             _ => false,
         };
         let (Some(src), Some(dst)) = (n.input(0).map(str::to_string), n.outputs.first().cloned())

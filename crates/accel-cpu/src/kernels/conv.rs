@@ -1,7 +1,7 @@
 //! Conv: packed-GEMM convolution (1x1 reads the input as B directly, k x k writes an im2col
 //! straight into packed panels) and a direct depthwise kernel.
 
-use super::gemm::{Bias, Epilogue, NR, PackedA, PackedB, gemm};
+use super::gemm::{Bias, Epilogue, NR, PackedA, gemm_fill_b};
 use super::{Images, float_input, spatial_2d};
 use accel_core::ir::{Activation, Conv, Node};
 use accel_core::ops::{ResolvedWindow, resolve_window};
@@ -122,66 +122,81 @@ impl ConvKernel {
             && rw.pads_end == [0, 0];
         for gi in 0..g {
             let xg = &x[gi * icg * in_hw[0] * in_hw[1]..(gi + 1) * icg * in_hw[0] * in_hw[1]];
-            let b = if plain {
-                PackedB::pack(xg, icg, pixels, pixels, 1)
-            } else {
-                im2col_packed(xg, icg, in_hw, rw)
+            let k = self.packed[gi].k;
+            let fill = |pj: usize, panel: &mut [f32]| {
+                if plain {
+                    copy_panel(xg, k, pixels, pj, panel)
+                } else {
+                    im2col_panel(xg, icg, in_hw, rw, pj, panel)
+                }
             };
             let ep = Epilogue {
                 bias: Bias::Row(&self.bias[gi * ocg..(gi + 1) * ocg]),
                 activation: self.attrs.activation,
             };
-            gemm(
-                &self.packed[gi],
-                &b,
-                &mut out[gi * ocg * pixels..(gi + 1) * ocg * pixels],
-                pixels,
-                ep,
-            );
+            let c = &mut out[gi * ocg * pixels..(gi + 1) * ocg * pixels];
+            gemm_fill_b(&self.packed[gi], pixels, &fill, c, pixels, ep);
         }
     }
 }
 
-/// im2col written directly in packed-B layout: row p = (channel, ky, kx), column = output pixel.
-fn im2col_packed(x: &[f32], channels: usize, in_hw: [usize; 2], rw: &ResolvedWindow) -> PackedB {
+/// Fills column panel `pj` of the im2col matrix in packed-B layout: row p = (channel, ky,
+/// kx), column = output pixel. `panel` arrives zeroed, so padding needs no writes.
+fn im2col_panel(
+    x: &[f32],
+    channels: usize,
+    in_hw: [usize; 2],
+    rw: &ResolvedWindow,
+    pj: usize,
+    panel: &mut [f32],
+) {
     let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
     let (oh, ow) = (rw.output[0], rw.output[1]);
     let (ih, iw) = (in_hw[0] as isize, in_hw[1] as isize);
     let (sh, sw) = (rw.strides[0] as isize, rw.strides[1] as isize);
     let (dh, dw) = (rw.dilations[0] as isize, rw.dilations[1] as isize);
     let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
-    let pixels = oh * ow;
-    let mut b = PackedB::zeroed(channels * kh * kw, pixels);
-    b.panels_mut()
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(pj, panel)| {
-            let cols = NR.min(pixels - pj * NR);
-            // Top-left input coordinate of each pixel of this panel.
-            let mut origin = [(0isize, 0isize); NR];
-            for (j, o) in origin.iter_mut().enumerate().take(cols) {
-                let q = pj * NR + j;
-                *o = ((q / ow) as isize * sh - pt, (q % ow) as isize * sw - pl);
-            }
-            let mut p = 0;
-            for ch in 0..channels {
-                let plane = &x[ch * (ih * iw) as usize..(ch + 1) * (ih * iw) as usize];
-                for ky in 0..kh as isize {
-                    for kx in 0..kw as isize {
-                        let dst = &mut panel[p * NR..p * NR + cols];
-                        for (d, &(y0, x0)) in dst.iter_mut().zip(&origin) {
-                            let (y, xx) = (y0 + ky * dh, x0 + kx * dw);
-                            if y >= 0 && y < ih && xx >= 0 && xx < iw {
-                                *d = plane[(y * iw + xx) as usize];
-                            }
+    let cols = NR.min(oh * ow - pj * NR);
+    // Top-left input coordinate of each pixel of this panel.
+    let mut origin = [(0isize, 0isize); NR];
+    for (j, o) in origin.iter_mut().enumerate().take(cols) {
+        let q = pj * NR + j;
+        *o = ((q / ow) as isize * sh - pt, (q % ow) as isize * sw - pl);
+    }
+    // With stride 1 and all pixels of the panel on one output row, each (ky, kx) row of the
+    // panel is a contiguous run of the input row: copy it when it is fully inside.
+    let one_row = sw == 1 && cols == NR && origin[0].0 == origin[NR - 1].0;
+    let mut p = 0;
+    for ch in 0..channels {
+        let plane = &x[ch * (ih * iw) as usize..(ch + 1) * (ih * iw) as usize];
+        for ky in 0..kh as isize {
+            for kx in 0..kw as isize {
+                let dst = &mut panel[p * NR..p * NR + cols];
+                let (y, x0) = (origin[0].0 + ky * dh, origin[0].1 + kx * dw);
+                if one_row && y >= 0 && y < ih && x0 >= 0 && x0 + NR as isize <= iw {
+                    let at = (y * iw + x0) as usize;
+                    dst.copy_from_slice(&plane[at..at + NR]);
+                } else {
+                    for (d, &(y0, x0)) in dst.iter_mut().zip(&origin) {
+                        let (y, xx) = (y0 + ky * dh, x0 + kx * dw);
+                        if y >= 0 && y < ih && xx >= 0 && xx < iw {
+                            *d = plane[(y * iw + xx) as usize];
                         }
-                        p += 1;
                     }
                 }
+                p += 1;
             }
-        });
-    b
+        }
+    }
+}
+
+/// Column panel `pj` of a [k, n] row-major matrix (a 1x1 convolution's input).
+fn copy_panel(x: &[f32], k: usize, n: usize, pj: usize, panel: &mut [f32]) {
+    let cols = NR.min(n - pj * NR);
+    for p in 0..k {
+        let at = p * n + pj * NR;
+        panel[p * NR..p * NR + cols].copy_from_slice(&x[at..at + cols]);
+    }
 }
 
 /// One filter per channel: out[c] = act(bias[c] + sum_k w[c,k] * x[c, window]).

@@ -156,7 +156,30 @@ fn tile(isa: Isa, k: usize, a: &[f32], b: &[f32]) -> Tile {
 /// rayon pool.
 pub fn gemm(a: &PackedA, b: &PackedB, c: &mut [f32], ldc: usize, ep: Epilogue) {
     assert_eq!(a.k, b.k, "gemm: inner dimensions differ");
-    let (m, n, k) = (a.m, b.n, a.k);
+    gemm_panels(a, b.n, PanelSource::Packed(b), c, ldc, ep);
+}
+
+/// C = A·B where B's column panels are produced on demand by `fill(panel_index, panel)` into
+/// a zeroed [k][NR] buffer, right before use: the panel is hot in L1 for every A panel, and
+/// no k x n copy of B is ever materialised (convolution's im2col works this way).
+pub fn gemm_fill_b(
+    a: &PackedA,
+    n: usize,
+    fill: &(dyn Fn(usize, &mut [f32]) + Sync),
+    c: &mut [f32],
+    ldc: usize,
+    ep: Epilogue,
+) {
+    gemm_panels(a, n, PanelSource::Fill(fill), c, ldc, ep);
+}
+
+enum PanelSource<'a> {
+    Packed(&'a PackedB),
+    Fill(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
+}
+
+fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usize, ep: Epilogue) {
+    let (m, k) = (a.m, a.k);
     if m == 0 || n == 0 {
         return;
     }
@@ -164,27 +187,39 @@ pub fn gemm(a: &PackedA, b: &PackedB, c: &mut [f32], ldc: usize, ep: Epilogue) {
     let isa = isa::active();
     let (mp, np) = (m.div_ceil(MR), n.div_ceil(NR));
     let c_ptr = SyncPtr(c.as_mut_ptr());
-    let run_tile = |ti: usize, tj: usize| {
-        let acc = tile(isa, k, a.panel(ti), b.panel(tj));
-        let rows = MR.min(m - ti * MR);
+    // One column panel of B against every A panel.
+    let run_column = |tj: usize, scratch: &mut Vec<f32>| {
+        let b_panel: &[f32] = match &src {
+            PanelSource::Packed(b) => b.panel(tj),
+            PanelSource::Fill(fill) => {
+                scratch.clear();
+                scratch.resize(k * NR, 0.0);
+                fill(tj, scratch);
+                scratch
+            }
+        };
         let cols = NR.min(n - tj * NR);
-        for (i, acc_row) in acc.iter().enumerate().take(rows) {
-            let r = ti * MR + i;
-            // SAFETY: each (ti, tj) tile owns rows ti*MR.. and columns tj*NR.. of C, which are
-            // in bounds (asserted above) and written by no other tile.
-            let out =
-                unsafe { std::slice::from_raw_parts_mut(c_ptr.get().add(r * ldc + tj * NR), cols) };
-            store_row(out, &acc_row[..cols], r, tj * NR, ep);
+        for ti in 0..mp {
+            let acc = tile(isa, k, a.panel(ti), b_panel);
+            let rows = MR.min(m - ti * MR);
+            for (i, acc_row) in acc.iter().enumerate().take(rows) {
+                let r = ti * MR + i;
+                // SAFETY: each (ti, tj) tile owns rows ti*MR.. and columns tj*NR.. of C, which
+                // are in bounds (asserted above) and written by no other tile.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(c_ptr.get().add(r * ldc + tj * NR), cols)
+                };
+                store_row(out, &acc_row[..cols], r, tj * NR, ep);
+            }
         }
     };
-    // Column panels are the outer loop so one B panel stays in cache across A panels.
-    let work = mp * np;
-    if work >= 4 && rayon::current_num_threads() > 1 && m * n * k >= 1 << 15 {
+    if np >= 2 && rayon::current_num_threads() > 1 && m * n * k >= 1 << 15 {
         (0..np)
             .into_par_iter()
-            .for_each(|tj| (0..mp).for_each(|ti| run_tile(ti, tj)));
+            .for_each_init(Vec::new, |scratch, tj| run_column(tj, scratch));
     } else {
-        (0..np).for_each(|tj| (0..mp).for_each(|ti| run_tile(ti, tj)));
+        let mut scratch = Vec::new();
+        (0..np).for_each(|tj| run_column(tj, &mut scratch));
     }
 }
 

@@ -1,8 +1,9 @@
 //! LSTM (ONNX gate order i, o, f, c): the input projection of every time step is one GEMM per
 //! direction; the recurrence then adds R·h per step. Directions run in parallel.
 
-use super::activation::sigmoid;
+use super::activation::{sigmoid_fast, tanh_fast};
 use super::gemm::{Bias, Epilogue, PackedA, PackedB, gemm};
+use crate::isa::{self, Isa};
 use accel_core::ir::{Direction, Lstm, Node};
 use accel_core::ops::transpose;
 use accel_core::{Error, Result, Tensor};
@@ -10,8 +11,8 @@ use accel_core::{Error, Result, Tensor};
 struct DirWeights {
     /// W^T packed as B: [input, 4H].
     w: PackedB,
-    /// R as rows [4H, H] for the per-step matrix-vector product.
-    r: Vec<f32>,
+    /// R transposed, [H, 4H], for the per-step R·h.
+    r_t: Vec<f32>,
     /// Wb + Rb, [4H].
     bias: Vec<f32>,
 }
@@ -63,7 +64,7 @@ impl LstmKernel {
                 let bd = &bv[d * 8 * h..(d + 1) * 8 * h];
                 DirWeights {
                     w: PackedB::pack(wd, input, 4 * h, 1, input),
-                    r: rv[d * 4 * h * h..(d + 1) * 4 * h * h].to_vec(),
+                    r_t: transpose_rows(&rv[d * 4 * h * h..(d + 1) * 4 * h * h], 4 * h, h),
                     bias: (0..4 * h).map(|j| bd[j] + bd[4 * h + j]).collect(),
                 }
             })
@@ -162,21 +163,15 @@ impl LstmKernel {
             let mut y = vec![0.0f32; seq * batch * h];
             let mut hs = h0[d * batch * h..(d + 1) * batch * h].to_vec();
             let mut cs = c0[d * batch * h..(d + 1) * batch * h].to_vec();
-            let mut gates = vec![0.0f32; 4 * h];
-            for b in 0..batch {
-                let (hb, cb) = (&mut hs[b * h..(b + 1) * h], &mut cs[b * h..(b + 1) * h]);
-                for s in 0..lens[b] {
-                    let t = if reverse { lens[b] - 1 - s } else { s };
-                    gates.copy_from_slice(
-                        &proj[(t * batch + b) * 4 * h..(t * batch + b + 1) * 4 * h],
-                    );
-                    for (g, row) in gates.iter_mut().zip(dw.r.chunks_exact(h)) {
-                        *g += dot(row, hb);
-                    }
-                    self.cell(&mut gates, hb, cb);
-                    y[(t * batch + b) * h..(t * batch + b + 1) * h].copy_from_slice(hb);
-                }
-            }
+            let rec = Recurrence {
+                attrs: &self.attrs,
+                r_t: &dw.r_t,
+                proj: &proj,
+                batch,
+                lens: &lens,
+                reverse,
+            };
+            rec.run(&mut y, &mut hs, &mut cs);
             (y, hs, cs)
         };
         let results: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = if nd == 2 {
@@ -208,46 +203,102 @@ impl LstmKernel {
         }
         Ok(outs)
     }
+}
 
-    /// Gate math for one step: `gates` holds i, o, f, c pre-activations; updates h and c.
-    #[inline]
-    fn cell(&self, gates: &mut [f32], hb: &mut [f32], cb: &mut [f32]) {
-        let h = hb.len();
-        if let Some(clip) = self.attrs.clip {
-            gates.iter_mut().for_each(|g| *g = g.clamp(-clip, clip));
+/// The sequential part of one direction: gates = proj[t] + R·h, then the cell update.
+struct Recurrence<'a> {
+    attrs: &'a Lstm,
+    r_t: &'a [f32],
+    proj: &'a [f32],
+    batch: usize,
+    lens: &'a [usize],
+    reverse: bool,
+}
+
+impl Recurrence<'_> {
+    fn run(&self, y: &mut [f32], hs: &mut [f32], cs: &mut [f32]) {
+        match isa::active() {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
+            Isa::Avx2Fma => unsafe { self.run_avx2(y, hs, cs) },
+            _ => self.run_generic::<false>(y, hs, cs),
         }
-        let (i, rest) = gates.split_at(h);
-        let (o, rest) = rest.split_at(h);
-        let (f, c) = rest.split_at(h);
-        for k in 0..h {
-            let ig = sigmoid(i[k]);
-            let fg = if self.attrs.input_forget {
-                1.0 - ig
-            } else {
-                sigmoid(f[k])
-            };
-            let cell = fg * cb[k] + ig * c[k].tanh();
-            cb[k] = cell;
-            hb[k] = sigmoid(o[k]) * cell.tanh();
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn run_avx2(&self, y: &mut [f32], hs: &mut [f32], cs: &mut [f32]) {
+        self.run_generic::<true>(y, hs, cs)
+    }
+
+    #[inline(always)]
+    fn run_generic<const FMA: bool>(&self, y: &mut [f32], hs: &mut [f32], cs: &mut [f32]) {
+        let h = self.attrs.hidden_size;
+        let batch = self.batch;
+        let mut gates = vec![0.0f32; 4 * h];
+        for b in 0..batch {
+            let (hb, cb) = (&mut hs[b * h..(b + 1) * h], &mut cs[b * h..(b + 1) * h]);
+            for s in 0..self.lens[b] {
+                let t = if self.reverse {
+                    self.lens[b] - 1 - s
+                } else {
+                    s
+                };
+                let at = (t * batch + b) * 4 * h;
+                gates.copy_from_slice(&self.proj[at..at + 4 * h]);
+                add_recurrent::<FMA>(&mut gates, self.r_t, hb);
+                cell(self.attrs, &mut gates, hb, cb);
+                y[(t * batch + b) * h..(t * batch + b + 1) * h].copy_from_slice(hb);
+            }
         }
     }
 }
 
-/// Dot product with eight independent accumulators so it vectorizes.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
+/// Gate math for one step: `gates` holds i, o, f, c pre-activations; updates h and c. Each
+/// loop runs over a contiguous slice so it vectorizes.
+#[inline(always)]
+fn cell(attrs: &Lstm, gates: &mut [f32], hb: &mut [f32], cb: &mut [f32]) {
+    let h = hb.len();
+    if let Some(clip) = attrs.clip {
+        gates.iter_mut().for_each(|g| *g = g.clamp(-clip, clip));
+    }
+    let (ifo, c) = gates.split_at_mut(3 * h);
+    ifo.iter_mut().for_each(|g| *g = sigmoid_fast(*g));
+    c.iter_mut().for_each(|g| *g = tanh_fast(*g));
+    let (i, rest) = ifo.split_at(h);
+    let (o, f) = rest.split_at(h);
+    if attrs.input_forget {
+        for k in 0..h {
+            cb[k] = (1.0 - i[k]) * cb[k] + i[k] * c[k];
+        }
+    } else {
+        for k in 0..h {
+            cb[k] = f[k] * cb[k] + i[k] * c[k];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    for k in 0..h {
+        hb[k] = o[k] * tanh_fast(cb[k]);
+    }
+}
+
+/// gates += R·h with R stored transposed ([H][4H]): one axpy per hidden unit, no horizontal
+/// sums, so it vectorizes fully.
+#[inline(always)]
+fn add_recurrent<const FMA: bool>(gates: &mut [f32], r_t: &[f32], hb: &[f32]) {
+    for (&hk, row) in hb.iter().zip(r_t.chunks_exact(gates.len())) {
+        for (g, &r) in gates.iter_mut().zip(row) {
+            *g = if FMA { r.mul_add(hk, *g) } else { r * hk + *g };
+        }
+    }
+}
+
+/// [rows, cols] row-major -> [cols, rows].
+fn transpose_rows(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
 }

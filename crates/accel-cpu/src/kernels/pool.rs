@@ -32,6 +32,23 @@ pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
             for oy in 0..oh as isize {
                 for ox in 0..ow as isize {
                     let (y0, x0) = (oy * sh - pt, ox * sw - pl);
+                    let inside =
+                        y0 >= 0 && x0 >= 0 && y0 + (kh - 1) * dh < ih && x0 + (kw - 1) * dw < iw;
+                    if max && inside {
+                        // Common case: the whole window is inside the input, no bounds checks.
+                        let mut acc = f32::NEG_INFINITY;
+                        for ky in 0..kh {
+                            let row = &plane[((y0 + ky * dh) * iw + x0) as usize..];
+                            for kx in 0..kw {
+                                let v = row[(kx * dw) as usize];
+                                if v > acc || v.is_nan() {
+                                    acc = v;
+                                }
+                            }
+                        }
+                        o[(oy * ow as isize + ox) as usize] = acc;
+                        continue;
+                    }
                     let mut acc = if max { f32::NEG_INFINITY } else { 0.0 };
                     let mut count = 0usize;
                     let mut padded_count = 0usize;
