@@ -306,3 +306,31 @@ fn constant_subgraphs_fold_and_dead_nodes_go() {
         vec!["Reshape", "MatMul"]
     );
 }
+
+#[test]
+fn zero_pad_folds_into_strided_conv() {
+    // tf2onnx's explicit "same" padding before a stride-2 depthwise conv.
+    let g = graph(
+        ("x", &[1, 4, 9, 9]),
+        "y",
+        vec![
+            node(
+                "pad",
+                Op::Pad {
+                    mode: accel_core::ir::PadMode::Constant,
+                },
+                &["x", "pads"],
+                &["p"],
+            ),
+            node("dw", conv(3, 2, 0, 4), &["p", "w"], &["y"]),
+        ],
+        vec![
+            (
+                "pads",
+                Tensor::from_vec(vec![8], vec![0i64, 0, 0, 0, 0, 0, 1, 1]).unwrap(),
+            ),
+            ("w", random_f32(&[4, 1, 3, 3], -1.0, 1.0)),
+        ],
+    );
+    assert_eq!(check(g, random_f32(&[1, 4, 9, 9], -1.0, 1.0)), vec!["Conv"]);
+}

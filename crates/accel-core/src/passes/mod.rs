@@ -6,6 +6,7 @@ mod cleanup;
 mod fold;
 mod fuse;
 mod infer;
+mod pad;
 mod transpose;
 
 pub use batchnorm::fold_batchnorm;
@@ -13,6 +14,7 @@ pub use cleanup::{remove_dead_nodes, remove_identities};
 pub use fold::fold_constants;
 pub use fuse::fuse_activations;
 pub use infer::{bind_input_shapes, infer_shapes, specialize};
+pub use pad::fold_pads_into_convs;
 pub use transpose::cancel_transposes;
 
 use crate::{Graph, Result};
@@ -24,6 +26,7 @@ pub struct PassReport {
     pub removed_identities: usize,
     pub cancelled_transposes: usize,
     pub folded_batchnorms: usize,
+    pub folded_pads: usize,
     pub fused_activations: usize,
     pub removed_dead: usize,
 }
@@ -38,6 +41,7 @@ pub fn optimize(graph: &mut Graph) -> Result<PassReport> {
         report.folded_constants += fold_constants(graph)?;
         report.cancelled_transposes += cancel_transposes(graph);
         report.folded_batchnorms += fold_batchnorm(graph)?;
+        report.folded_pads += fold_pads_into_convs(graph);
         report.fused_activations += fuse_activations(graph);
         report.removed_dead += remove_dead_nodes(graph);
         if graph.nodes.len() == before {
