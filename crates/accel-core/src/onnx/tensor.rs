@@ -101,27 +101,34 @@ fn decode_raw(dtype: DType, b: &[u8], n: usize) -> Option<TensorData> {
     Some(match dtype {
         DType::F32 => TensorData::F32(
             b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .map(|c| f32::from_le_bytes(le_bytes(c)))
                 .collect(),
         ),
         DType::F16 => TensorData::F16(
             b.chunks_exact(2)
-                .map(|c| f16::from_le_bytes(c.try_into().unwrap()))
+                .map(|c| f16::from_le_bytes(le_bytes(c)))
                 .collect(),
         ),
         DType::I64 => TensorData::I64(
             b.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .map(|c| i64::from_le_bytes(le_bytes(c)))
                 .collect(),
         ),
         DType::I32 => TensorData::I32(
             b.chunks_exact(4)
-                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .map(|c| i32::from_le_bytes(le_bytes(c)))
                 .collect(),
         ),
         DType::U8 => TensorData::U8(b.to_vec()),
         DType::Bool => TensorData::Bool(b.iter().map(|&x| x != 0).collect()),
     })
+}
+
+/// A chunk from `chunks_exact(N)` as an array (the length always matches).
+fn le_bytes<const N: usize>(c: &[u8]) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(c);
+    a
 }
 
 fn decode_typed(t: &TensorProto, dtype: DType) -> TensorData {

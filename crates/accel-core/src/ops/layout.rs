@@ -404,7 +404,10 @@ impl Slices {
         steps: Option<&[i64]>,
     ) -> Result<Slices> {
         let rank = shape.len();
-        if starts.len() != ends.len() {
+        if starts.len() != ends.len()
+            || axes.is_some_and(|a| a.len() != starts.len())
+            || steps.is_some_and(|s| s.len() != starts.len())
+        {
             return Err(shape_err!(
                 "Slice starts {starts:?} and ends {ends:?} differ in length"
             ));
@@ -590,13 +593,20 @@ fn pad(
     Tensor::new(out_shape, data)
 }
 
+/// The single value of a scalar input.
+fn first<T: Copy>(v: Vec<T>) -> Result<T> {
+    v.first()
+        .copied()
+        .ok_or_else(|| shape_err!("expected a scalar, got an empty tensor"))
+}
+
 fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor> {
     match start.dtype() {
         DType::I64 | DType::I32 => {
             let (s, l, d) = (
-                start.to_i64_vec()?[0],
-                limit.to_i64_vec()?[0],
-                delta.to_i64_vec()?[0],
+                first(start.to_i64_vec()?)?,
+                first(limit.to_i64_vec()?)?,
+                first(delta.to_i64_vec()?)?,
             );
             if d == 0 {
                 return Err(shape_err!("Range delta must not be 0"));
@@ -612,9 +622,9 @@ fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor> {
         }
         _ => {
             let (s, l, d) = (
-                start.to_f32_vec()?[0],
-                limit.to_f32_vec()?[0],
-                delta.to_f32_vec()?[0],
+                first(start.to_f32_vec()?)?,
+                first(limit.to_f32_vec()?)?,
+                first(delta.to_f32_vec()?)?,
             );
             if d == 0.0 {
                 return Err(shape_err!("Range delta must not be 0"));

@@ -769,11 +769,16 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
                 c.consts.get(2).copied().flatten(),
             ) {
                 (Some(s), Some(l), Some(d)) => {
-                    let (s, l, d) = (
-                        s.to_f32_vec()?[0] as f64,
-                        l.to_f32_vec()?[0] as f64,
-                        d.to_f32_vec()?[0] as f64,
-                    );
+                    let scalar = |t: &Tensor| -> Result<f64> {
+                        let v = t.to_f32_vec()?;
+                        v.first()
+                            .map(|&x| x as f64)
+                            .ok_or_else(|| shape_err!("Range expects scalars"))
+                    };
+                    let (s, l, d) = (scalar(s)?, scalar(l)?, scalar(d)?);
+                    if d == 0.0 {
+                        return Err(shape_err!("Range delta must not be 0"));
+                    }
                     Dim::Known(((l - s) / d).ceil().max(0.0) as usize)
                 }
                 _ => c.fresh(0, 1)[0].clone(),
