@@ -19,4 +19,4 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 # The portable kernels must agree with the reference too, not only the detected ISA's.
-ACCEL_CPU_ISA=portable cargo test -p accel-cpu -p accel-tests --test passes --test model_parity --lib
+ACCEL_CPU_ISA=portable cargo test -p accel-cpu -p accel-tests --lib --test passes --test model_parity --test onnx_node

@@ -236,12 +236,14 @@ pub fn run(mut a: Args) -> Result<()> {
             .map_or(rep.model.clone(), |f| f.to_string_lossy().into_owned());
         for r in &rep.results {
             if r.status != "ok" {
-                rows.push(vec![
+                let mut row = vec![
                     model.clone(),
                     r.backend.clone(),
                     r.status.clone(),
-                    r.reason.clone().unwrap_or_default(),
-                ]);
+                    r.batch.to_string(),
+                ];
+                row.extend(std::iter::repeat_n("-".to_string(), 8));
+                rows.push(row);
                 continue;
             }
             rows.push(vec![
@@ -275,7 +277,22 @@ pub fn run(mut a: Args) -> Result<()> {
         "max|diff|",
     ];
     println!("{}", table::render(&headers, &rows));
-    let mut seen = Vec::new();
+    let mut explained = Vec::new();
+    for r in reports
+        .iter()
+        .flat_map(|rep| &rep.results)
+        .filter(|r| r.status != "ok")
+    {
+        if !explained.contains(&&r.backend) {
+            explained.push(&r.backend);
+            println!(
+                "{}: {}: {}",
+                r.backend,
+                r.status,
+                r.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
     for r in reports
         .iter()
         .flat_map(|rep| &rep.results)
