@@ -293,6 +293,7 @@ pub fn run(mut a: Args) -> Result<()> {
             );
         }
     }
+    let mut seen = Vec::new();
     for r in reports
         .iter()
         .flat_map(|rep| &rep.results)
