@@ -7,9 +7,15 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 PY=.venv/bin/python
 
+# A shipped model re-saved with its weights in an external data file next to it.
+rm -rf target/accel-testdata/external && mkdir -p target/accel-testdata/external
+$PY -c 'import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2], save_as_external_data=True, all_tensors_to_one_file=True, location="crnn_external.onnx.data", size_threshold=1024)' \
+    models/crnn.onnx target/accel-testdata/external/crnn_external.onnx
+
 # Fresh random inputs and ONNX Runtime outputs for every shipped model and test fixture.
 rm -rf target/accel-testdata/parity
-$PY scripts/reference_outputs.py target/accel-testdata/parity models/*.onnx tests/fixtures/*.onnx --batches 1 3
+$PY scripts/reference_outputs.py target/accel-testdata/parity models/*.onnx tests/fixtures/*.onnx \
+    target/accel-testdata/external/crnn_external.onnx --batches 1 3
 
 ACCEL_ONNX_NODE_DIR="$($PY -c 'import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/node"))')"
 export ACCEL_ONNX_NODE_DIR

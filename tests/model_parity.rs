@@ -1,7 +1,8 @@
 //! Model-level parity: every shipped model and test fixture (tf2onnx and PyTorch exports) on the
 //! CPU backend against ONNX Runtime's outputs, batch 1 and 3, max abs diff <= 1e-4.
 //! The reference data is generated fresh by scripts/reference_outputs.py (the README's test
-//! command runs it) into target/accel-testdata/parity.
+//! command runs it) into target/accel-testdata/parity; the set includes the CRNN re-saved with
+//! its weights in an external data file, so external data is covered at model level.
 
 use accel_core::npy::read_npy;
 use accel_core::{Backend, CompileOptions, Tensor, passes};
