@@ -18,7 +18,10 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use half;
 pub use ir::{Dim, Graph, Node, Op, ValueInfo};
-pub use tensor::{Element, Tensor, TensorData, TensorDataRef, TensorView, numel};
+pub use tensor::{
+    Element, MAX_TENSOR_ELEMENTS, Tensor, TensorData, TensorDataRef, TensorView, checked_numel,
+    numel,
+};
 
 /// Loads an ONNX file and runs the graph passes: what every backend compiles.
 pub fn load_optimized(path: impl AsRef<std::path::Path>) -> Result<Graph> {

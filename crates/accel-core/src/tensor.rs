@@ -213,6 +213,27 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// The most elements accel allocates for one tensor (2^31, i.e. 8 GiB of f32). Larger shapes
+/// come from corrupt models or runaway shape arithmetic, not from edge workloads.
+pub const MAX_TENSOR_ELEMENTS: usize = 1 << 31;
+
+/// Element count of `shape`; a shape error when it overflows or exceeds
+/// [`MAX_TENSOR_ELEMENTS`]. Call it before allocating a tensor whose shape came from a model.
+pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+    if shape.contains(&0) {
+        return Ok(0);
+    }
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_TENSOR_ELEMENTS)
+        .ok_or_else(|| {
+            Error::Shape(format!(
+                "a tensor of shape {shape:?} would hold more than {MAX_TENSOR_ELEMENTS} elements; the model's shape values are corrupt or far too large"
+            ))
+        })
+}
+
 impl Tensor {
     pub fn new(shape: Vec<usize>, data: TensorData) -> Result<Tensor> {
         if numel(&shape) != data.len() {

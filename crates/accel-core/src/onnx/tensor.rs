@@ -95,7 +95,7 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>) -> Result<Vec<u8>> {
 }
 
 fn decode_raw(dtype: DType, b: &[u8], n: usize) -> Option<TensorData> {
-    if b.len() != n * dtype.size_of() {
+    if n.checked_mul(dtype.size_of()) != Some(b.len()) {
         return None;
     }
     Some(match dtype {

@@ -50,7 +50,7 @@ fn zip_broadcast<A: Copy, B: Copy, O>(
     f: impl Fn(A, B) -> O,
 ) -> Result<(Vec<usize>, Vec<O>)> {
     let out_shape = broadcast_shapes(ash, bsh)?;
-    let n: usize = out_shape.iter().product();
+    let n = crate::checked_numel(&out_shape)?;
     let mut out = Vec::with_capacity(n);
     if ash == bsh {
         out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));

@@ -2,7 +2,9 @@
 
 use super::{flatten_axis, input, normalize_axis, opt_input};
 use crate::ir::{Node, Op, PadMode};
-use crate::{DType, Element, Error, Result, Tensor, TensorData, dispatch_data, shape_err};
+use crate::{
+    DType, Element, Error, Result, Tensor, TensorData, checked_numel, dispatch_data, shape_err,
+};
 use half::f16;
 
 pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
@@ -46,16 +48,7 @@ pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
             let cols = x.shape()[a..].iter().product();
             x.clone().reshape(vec![rows, cols])
         }
-        Op::Shape { start, end } => {
-            let r = x()?.rank() as i64;
-            let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-            let (s, e) = (clamp(*start), clamp(end.unwrap_or(r)));
-            let dims: Vec<i64> = x()?.shape()[s..e.max(s)]
-                .iter()
-                .map(|&d| d as i64)
-                .collect();
-            Tensor::from_vec(vec![dims.len()], dims)
-        }
+        Op::Shape { start, end } => shape_of(x()?.shape(), *start, *end),
         Op::Gather { axis } => gather(x()?, input(node, inputs, 1)?, *axis),
         Op::Slice => {
             let x = x()?;
@@ -84,6 +77,7 @@ pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
                 })
                 .collect::<Result<_>>()?;
             let shape = super::broadcast_shapes(x.shape(), &target)?;
+            checked_numel(&shape)?;
             broadcast_to(x, &shape)
         }
         Op::Tile => {
@@ -107,13 +101,25 @@ pub(super) fn eval(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
                         .map_err(|_| shape_err!("ConstantOfShape with negative dimension {d}"))
                 })
                 .collect::<Result<_>>()?;
-            let n = shape.iter().product();
-            let data = dispatch_data!(value.data(), _T, v => Element::wrap(vec![v[0]; n]));
+            let n = checked_numel(&shape)?;
+            let data = dispatch_data!(value.data(), T, v => {
+                let first: T = v.first().copied().ok_or_else(|| shape_err!("ConstantOfShape value is empty"))?;
+                Element::wrap(vec![first; n])
+            });
             Tensor::new(shape, data)
         }
         Op::Cast { to } => cast(x()?, *to),
         op => Err(Error::Other(format!("{} is not a layout op", op.name()))),
     }
+}
+
+/// The Shape operator: dims `start..end` of `shape` (negative values count from the end).
+pub(crate) fn shape_of(shape: &[usize], start: i64, end: Option<i64>) -> Result<Tensor> {
+    let r = shape.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v.saturating_add(r) } else { v }).clamp(0, r) as usize;
+    let (s, e) = (clamp(start), clamp(end.unwrap_or(r)));
+    let dims: Vec<i64> = shape[s..e.max(s)].iter().map(|&d| d as i64).collect();
+    Tensor::from_vec(vec![dims.len()], dims)
 }
 
 /// Row-major strides of a shape.
@@ -249,11 +255,18 @@ pub(super) fn split(
     let axis = normalize_axis(axis, x.rank())?;
     let len = x.shape()[axis];
     let sizes: Vec<usize> = match sizes {
-        Some(t) => t
-            .to_i64_vec()?
-            .into_iter()
-            .map(|s| s.max(0) as usize)
-            .collect(),
+        Some(t) => {
+            let v = t.to_i64_vec()?;
+            if v.len() != num_outputs {
+                return Err(shape_err!(
+                    "Split sizes {v:?} do not match {num_outputs} outputs"
+                ));
+            }
+            v.iter()
+                .map(|&s| usize::try_from(s))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| shape_err!("Split sizes {v:?} must not be negative"))?
+        }
         None => {
             let chunk = len.div_ceil(num_outputs.max(1));
             (0..num_outputs)
@@ -261,7 +274,7 @@ pub(super) fn split(
                 .collect()
         }
     };
-    if sizes.iter().sum::<usize>() != len {
+    if sizes.iter().try_fold(0usize, |t, &s| t.checked_add(s)) != Some(len) {
         return Err(shape_err!("Split sizes {sizes:?} do not add up to {len}"));
     }
     let mut start = 0i64;
@@ -282,7 +295,9 @@ pub(super) fn split(
 
 /// Resolves a Reshape target (0 copies the input dim unless `allowzero`, -1 is inferred).
 pub fn reshape_shape(input: &[usize], target: &[i64], allowzero: bool) -> Result<Vec<usize>> {
-    let total: usize = input.iter().product();
+    let product = |s: &[usize]| s.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let total: usize =
+        product(input).ok_or_else(|| shape_err!("Reshape input {input:?} overflows"))?;
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
     for (i, &d) in target.iter().enumerate() {
@@ -299,13 +314,13 @@ pub fn reshape_shape(input: &[usize], target: &[i64], allowzero: bool) -> Result
         }
     }
     if let Some(i) = infer {
-        let known: usize = out.iter().product();
+        let known = product(&out).unwrap_or(0);
         if known == 0 || !total.is_multiple_of(known) {
             return Err(shape_err!("cannot reshape {input:?} to {target:?}"));
         }
         out[i] = total / known;
     }
-    if out.iter().product::<usize>() != total {
+    if product(&out) != Some(total) {
         return Err(shape_err!(
             "cannot reshape {input:?} ({total} elements) to {target:?}"
         ));
@@ -375,6 +390,7 @@ fn gather(x: &Tensor, indices: &Tensor, axis: i64) -> Result<Tensor> {
     let mut out_shape = x.shape()[..axis].to_vec();
     out_shape.extend_from_slice(indices.shape());
     out_shape.extend_from_slice(&x.shape()[axis + 1..]);
+    checked_numel(&out_shape)?;
     let data = dispatch_data!(x.data(), T, v => {
         let mut out: Vec<T> = Vec::with_capacity(outer * idx.len() * inner);
         for o in 0..outer {
@@ -440,13 +456,16 @@ impl Slices {
                     clamp(norm(ends[k]), -1, dim - 1),
                 )
             };
+            // In i128: a step near i64::MIN or i64::MAX must not overflow.
+            let (start_w, end_w, step_w) = (start as i128, end as i128, step as i128);
             let len = if step > 0 {
-                (end - start + step - 1).div_euclid(step)
+                (end_w - start_w + step_w - 1).div_euclid(step_w)
             } else {
-                (start - end + (-step) - 1).div_euclid(-step)
+                (start_w - end_w - step_w - 1).div_euclid(-step_w)
             };
             s.starts[ax] = start;
-            s.steps[ax] = step;
+            // Only one element is taken when the step exceeds the axis: keep strides small.
+            s.steps[ax] = step.clamp(-dim.max(1), dim.max(1));
             s.out_shape[ax] = len.max(0) as usize;
         }
         Ok(s)
@@ -480,20 +499,22 @@ fn tile(x: &Tensor, reps: &[i64]) -> Result<Tensor> {
             x.rank()
         ));
     }
-    let mut t = x.clone();
-    for (axis, &r) in reps.iter().enumerate() {
-        if r != 1 {
-            let copies: Vec<&Tensor> = std::iter::repeat_n(&t, r as usize).collect();
-            t = if copies.is_empty() {
-                let mut shape = t.shape().to_vec();
-                shape[axis] = 0;
-                Tensor::zeros(t.dtype(), shape)
-            } else {
-                concat(&copies, axis as i64)?
-            };
-        }
+    // Tile is a broadcast of x seen as [1, d0, 1, d1, ...] to [r0, d0, r1, d1, ...].
+    let mut out_shape = Vec::with_capacity(x.rank());
+    let mut wide = Vec::with_capacity(2 * x.rank());
+    let mut wide_src = Vec::with_capacity(2 * x.rank());
+    for (&d, &r) in x.shape().iter().zip(reps) {
+        let r = r as usize;
+        out_shape.push(
+            d.checked_mul(r)
+                .ok_or_else(|| shape_err!("Tile repeats {reps:?} overflow"))?,
+        );
+        wide.extend([r, d]);
+        wide_src.extend([1, d]);
     }
-    Ok(t)
+    checked_numel(&out_shape)?;
+    let src = x.clone().reshape(wide_src)?;
+    broadcast_to(&src, &wide)?.reshape(out_shape)
 }
 
 fn pad(
@@ -527,11 +548,16 @@ fn pad(
     let shape = x.shape();
     let out_shape: Vec<usize> = (0..rank)
         .map(|i| {
-            let d = shape[i] as i64 + begin[i] + end[i];
-            usize::try_from(d)
-                .map_err(|_| shape_err!("Pad {pads:?} gives a negative dimension for {shape:?}"))
+            (shape[i] as i64)
+                .checked_add(begin[i])
+                .and_then(|d| d.checked_add(end[i]))
+                .and_then(|d| usize::try_from(d).ok())
+                .ok_or_else(|| {
+                    shape_err!("Pad {pads:?} gives a negative or absurd dimension for {shape:?}")
+                })
         })
         .collect::<Result<_>>()?;
+    checked_numel(&out_shape)?;
     if mode != PadMode::Constant
         && shape
             .iter()
@@ -611,8 +637,19 @@ fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor> {
             if d == 0 {
                 return Err(shape_err!("Range delta must not be 0"));
             }
-            let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
-            let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
+            // Exact element count in i128: limit - start may not fit in i64.
+            let (sw, lw, dw) = (s as i128, l as i128, d as i128);
+            let n = if d > 0 {
+                (lw - sw + dw - 1).div_euclid(dw)
+            } else {
+                (sw - lw - dw - 1).div_euclid(-dw)
+            }
+            .max(0);
+            if n > crate::MAX_TENSOR_ELEMENTS as i128 {
+                return Err(shape_err!("Range({s}, {l}, {d}) would have {n} elements"));
+            }
+            let n = n as usize;
+            let v: Vec<i64> = (0..n as i128).map(|i| (sw + i * dw) as i64).collect();
             let t = Tensor::from_vec(vec![n], v)?;
             if start.dtype() == DType::I32 {
                 cast(&t, DType::I32)
@@ -626,10 +663,17 @@ fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor> {
                 first(limit.to_f32_vec()?)?,
                 first(delta.to_f32_vec()?)?,
             );
+            if ![s, l, d].iter().all(|v| v.is_finite()) {
+                return Err(shape_err!("Range({s}, {l}, {d}) needs finite values"));
+            }
             if d == 0.0 {
                 return Err(shape_err!("Range delta must not be 0"));
             }
-            let n = ((l - s) / d).ceil().max(0.0) as usize;
+            let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0);
+            if !n.is_finite() || n > crate::MAX_TENSOR_ELEMENTS as f64 {
+                return Err(shape_err!("Range({s}, {l}, {d}) would have {n} elements"));
+            }
+            let n = n as usize;
             Tensor::from_vec(
                 vec![n],
                 (0..n).map(|i| s + i as f32 * d).collect::<Vec<_>>(),

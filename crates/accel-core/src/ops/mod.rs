@@ -18,6 +18,8 @@ pub use shapes::{
 };
 pub use unary::erf;
 
+pub(crate) use layout::shape_of;
+
 use crate::ir::{Node, Op};
 use crate::{Error, Result, Tensor};
 

@@ -15,7 +15,12 @@ pub fn resize_geometry(
         if sz.len() != rank {
             return Err(shape_err!("Resize sizes {sz:?} do not match rank {rank}"));
         }
-        let out: Vec<usize> = sz.iter().map(|&s| s.max(0) as usize).collect();
+        let out: Vec<usize> = sz
+            .iter()
+            .map(|&s| usize::try_from(s))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| shape_err!("Resize sizes {sz:?} must not be negative"))?;
+        crate::checked_numel(&out)?;
         let scales = out
             .iter()
             .zip(shape)
@@ -30,11 +35,26 @@ pub fn resize_geometry(
     if sc.len() != rank {
         return Err(shape_err!("Resize scales {sc:?} do not match rank {rank}"));
     }
-    let out = shape
+    if sc.iter().any(|&s| !(s.is_finite() && s > 0.0)) {
+        return Err(shape_err!(
+            "Resize scales {sc:?} must be positive and finite"
+        ));
+    }
+    let out: Vec<usize> = shape
         .iter()
         .zip(&sc)
-        .map(|(&d, &s)| (d as f32 * s).floor() as usize)
-        .collect();
+        .map(|(&d, &s)| {
+            let o = (d as f64 * s as f64).floor();
+            if o > crate::MAX_TENSOR_ELEMENTS as f64 {
+                Err(shape_err!(
+                    "Resize scales {sc:?} make an absurd output from {shape:?}"
+                ))
+            } else {
+                Ok(o as usize)
+            }
+        })
+        .collect::<Result<_>>()?;
+    crate::checked_numel(&out)?;
     Ok((out, sc))
 }
 
@@ -110,6 +130,12 @@ pub(super) fn resize(
     for axis in 0..shape.len() {
         if shape[axis] == out_shape[axis] && sc[axis] == 1.0 {
             continue;
+        }
+        if shape[axis] == 0 && out_shape[axis] > 0 {
+            return Err(shape_err!(
+                "Resize cannot fill axis {axis} of {out_shape:?} from an empty input {:?}",
+                x.shape()
+            ));
         }
         let taps = axis_taps(r, shape[axis], out_shape[axis], sc[axis]);
         let outer: usize = shape[..axis].iter().product();

@@ -21,6 +21,11 @@ pub struct ResolvedWindow {
     pub output: Vec<usize>,
 }
 
+/// Span of a dilated kernel, `dil * (k - 1) + 1`; `None` for a zero kernel or on overflow.
+fn kernel_span(k: usize, dil: usize) -> Option<usize> {
+    dil.checked_mul(k.checked_sub(1)?)?.checked_add(1)
+}
+
 pub fn conv_output_size(
     input: usize,
     k: usize,
@@ -28,8 +33,14 @@ pub fn conv_output_size(
     dil: usize,
     pad: usize,
 ) -> Option<usize> {
-    let span = dil * (k - 1) + 1;
-    (input + pad).checked_sub(span).map(|r| r / stride + 1)
+    let span = kernel_span(k, dil)?;
+    if stride == 0 {
+        return None;
+    }
+    input
+        .checked_add(pad)?
+        .checked_sub(span)
+        .map(|r| r / stride + 1)
 }
 
 pub fn pool_output_size(
@@ -41,8 +52,11 @@ pub fn pool_output_size(
     pe: usize,
     ceil: bool,
 ) -> Option<usize> {
-    let span = dil * (k - 1) + 1;
-    let r = (input + pb + pe).checked_sub(span)?;
+    let span = kernel_span(k, dil)?;
+    if stride == 0 {
+        return None;
+    }
+    let r = input.checked_add(pb)?.checked_add(pe)?.checked_sub(span)?;
     let mut out = if ceil {
         r.div_ceil(stride) + 1
     } else {
@@ -68,9 +82,10 @@ pub fn resolve_window(
     let dilations = or1(&w.dilations);
     if kernel.len() != n || strides.len() != n || dilations.len() != n {
         return Err(shape_err!(
-            "window attributes do not match {n} spatial axes"
+            "window attributes (kernel {kernel:?}, strides {strides:?}, dilations {dilations:?}) do not match {n} spatial axes"
         ));
     }
+    check_window_values(kernel, &strides, &dilations)?;
     let (mut pb, mut pe) = if w.pads.is_empty() {
         (vec![0; n], vec![0; n])
     } else if w.pads.len() == 2 * n {
@@ -90,8 +105,16 @@ pub fn resolve_window(
         AutoPad::SameUpper | AutoPad::SameLower => {
             for i in 0..n {
                 let out = input[i].div_ceil(strides[i]);
-                let span = dilations[i] * (kernel[i] - 1) + 1;
-                let total = ((out - 1) * strides[i] + span).saturating_sub(input[i]);
+                let span = kernel_span(kernel[i], dilations[i]).ok_or_else(overflow)?;
+                // An empty axis stays empty (and is then rejected below): no padding.
+                let total = if out == 0 {
+                    0
+                } else {
+                    ((out - 1) * strides[i])
+                        .checked_add(span)
+                        .ok_or_else(overflow)?
+                        .saturating_sub(input[i])
+                };
                 let small = total / 2;
                 (pb[i], pe[i]) = if w.auto_pad == AutoPad::SameUpper {
                     (small, total - small)
@@ -103,9 +126,6 @@ pub fn resolve_window(
     }
     let mut output = Vec::with_capacity(n);
     for i in 0..n {
-        if kernel[i] == 0 {
-            return Err(shape_err!("kernel size 0"));
-        }
         let o = pool_output_size(
             input[i],
             kernel[i],
@@ -134,6 +154,20 @@ pub fn resolve_window(
     })
 }
 
+/// Kernel sizes, strides and dilations must be positive.
+fn check_window_values(kernel: &[usize], strides: &[usize], dilations: &[usize]) -> Result<()> {
+    if kernel.contains(&0) || strides.contains(&0) || dilations.contains(&0) {
+        return Err(shape_err!(
+            "kernel {kernel:?}, strides {strides:?} and dilations {dilations:?} must be positive"
+        ));
+    }
+    Ok(())
+}
+
+fn overflow() -> Error {
+    shape_err!("window arithmetic overflows: kernel, stride, dilation or pad values are absurd")
+}
+
 /// Pads and output sizes of a ConvTranspose on known input sizes.
 pub fn resolve_conv_transpose(
     w: &Window,
@@ -153,18 +187,35 @@ pub fn resolve_conv_transpose(
     };
     if kernel.len() != n || strides.len() != n || dilations.len() != n || opad.len() != n {
         return Err(shape_err!(
-            "ConvTranspose attributes do not match {n} spatial axes"
+            "ConvTranspose attributes (kernel {kernel:?}, strides {strides:?}, dilations {dilations:?}, output_padding {opad:?}) do not match {n} spatial axes"
         ));
     }
-    let full =
-        |i: usize| strides[i] * (input[i] - 1) + opad[i] + dilations[i] * (kernel[i] - 1) + 1;
+    check_window_values(kernel, &strides, &dilations)?;
+    if input.contains(&0) {
+        return Err(shape_err!(
+            "ConvTranspose input has an empty spatial axis: {input:?}"
+        ));
+    }
+    let full = (0..n)
+        .map(|i| {
+            strides[i]
+                .checked_mul(input[i] - 1)?
+                .checked_add(opad[i])?
+                .checked_add(kernel_span(kernel[i], dilations[i])?)
+        })
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(overflow)?;
+    let full = |i: usize| full[i];
     let mut pb = vec![0; n];
     let mut pe = vec![0; n];
     let target: Option<Vec<usize>> = match (output_shape, w.auto_pad) {
         (Some(s), _) => Some(s[s.len().saturating_sub(n)..].to_vec()),
-        (None, AutoPad::SameUpper | AutoPad::SameLower) => {
-            Some((0..n).map(|i| input[i] * strides[i]).collect())
-        }
+        (None, AutoPad::SameUpper | AutoPad::SameLower) => Some(
+            (0..n)
+                .map(|i| input[i].checked_mul(strides[i]))
+                .collect::<Option<_>>()
+                .ok_or_else(overflow)?,
+        ),
         _ => None,
     };
     match &target {
@@ -200,7 +251,9 @@ pub fn resolve_conv_transpose(
     }
     let output = (0..n)
         .map(|i| {
-            let padded = full(i).checked_sub(pb[i] + pe[i]);
+            let padded = pb[i]
+                .checked_add(pe[i])
+                .and_then(|p| full(i).checked_sub(p));
             target
                 .as_ref()
                 .map_or(padded, |t| Some(t[i]))
@@ -403,6 +456,9 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
             if x.len() != 3 {
                 return Err(shape_err!("LSTM input must be 3-D, got rank {}", x.len()));
             }
+            if l.layout > 1 {
+                return Err(shape_err!("LSTM layout must be 0 or 1, got {}", l.layout));
+            }
             let (seq, batch) = if l.layout == 0 {
                 (x[0].clone(), x[1].clone())
             } else {
@@ -475,7 +531,18 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
             let rank = shapes[0].len();
             let a = normalize_axis(*axis, rank)?;
             let mut out = shapes[0].clone();
-            let total: Option<usize> = shapes.iter().map(|s| s.get(a).and_then(Dim::known)).sum();
+            let known: Option<Vec<usize>> = shapes
+                .iter()
+                .map(|s| s.get(a).and_then(Dim::known))
+                .collect();
+            let total = match known {
+                Some(k) => Some(
+                    k.iter()
+                        .try_fold(0usize, |t, &d| t.checked_add(d))
+                        .ok_or_else(|| shape_err!("Concat of {k:?} along axis {a} overflows"))?,
+                ),
+                None => None,
+            };
             out[a] = match total {
                 Some(t) => Dim::Known(t),
                 None => c.fresh(0, rank)[a].clone(),
@@ -489,9 +556,26 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
             };
             let a = normalize_axis(*axis, x.len())?;
             let sizes: Option<Vec<usize>> = match c.ints(1)? {
-                Some(s) => Some(s.iter().map(|&v| v.max(0) as usize).collect()),
+                Some(s) => {
+                    if s.len() != *num_outputs {
+                        return Err(shape_err!(
+                            "Split sizes {s:?} do not match {num_outputs} outputs"
+                        ));
+                    }
+                    let s = s
+                        .iter()
+                        .map(|&v| usize::try_from(v))
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|_| shape_err!("Split sizes {s:?} must not be negative"))?;
+                    if let Some(len) = x[a].known()
+                        && s.iter().try_fold(0usize, |t, &v| t.checked_add(v)) != Some(len)
+                    {
+                        return Err(shape_err!("Split sizes {s:?} do not add up to {len}"));
+                    }
+                    Some(s)
+                }
                 None if c.node.input(1).is_none() => x[a].known().map(|len| {
-                    let chunk = len.div_ceil(*num_outputs);
+                    let chunk = len.div_ceil((*num_outputs).max(1));
                     (0..*num_outputs)
                         .map(|i| chunk.min(len.saturating_sub(i * chunk)))
                         .collect()
@@ -587,17 +671,22 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
                 return Ok(vec![(dt, Some(c.fresh(0, 2)))]);
             };
             let a = flatten_axis(*axis, x.len())?;
-            let prod = |s: &[Dim], i: usize| -> Dim {
-                let p: Option<usize> = s.iter().map(Dim::known).product();
-                match p {
-                    Some(p) => Dim::Known(p),
+            let prod = |s: &[Dim], i: usize| -> Result<Dim> {
+                let known: Option<Vec<usize>> = s.iter().map(Dim::known).collect();
+                Ok(match known {
+                    Some(k) => Dim::Known(
+                        k.iter()
+                            .try_fold(1usize, |a, &d| a.checked_mul(d))
+                            .ok_or_else(|| shape_err!("Flatten of {k:?} overflows"))?,
+                    ),
                     None if s.len() == 1 => s[0].clone(),
                     None => c.fresh(0, 2)[i].clone(),
-                }
+                })
             };
-            Ok(vec![(dt, Some(vec![prod(&x[..a], 0), prod(&x[a..], 1)]))])
+            Ok(vec![(dt, Some(vec![prod(&x[..a], 0)?, prod(&x[a..], 1)?]))])
         }
         Op::Shape { start, end } => {
+            c.dtype(0)?;
             let len = c.shape(0).map(|s| {
                 let r = s.len() as i64;
                 let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r);
@@ -676,7 +765,14 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
                     rank.map(|r| c.fresh(0, r.max(c.shape(0).map_or(0, |s| s.len())))),
                 )]);
             };
-            let t: Shape = t.iter().map(|&d| Dim::Known(d.max(0) as usize)).collect();
+            let t: Shape = t
+                .iter()
+                .map(|&d| {
+                    usize::try_from(d)
+                        .map(Dim::Known)
+                        .map_err(|_| shape_err!("Expand to negative dimension {d}"))
+                })
+                .collect::<Result<_>>()?;
             Ok(vec![(dt, Some(broadcast_dims(x, &t)?))])
         }
         Op::Tile => {
@@ -684,17 +780,25 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
             let (Some(x), Some(r)) = (c.shape(0), c.ints(1)?) else {
                 return Ok(vec![(dt, c.shape(0).map(|s| c.fresh(0, s.len())))]);
             };
+            if r.len() != x.len() || r.iter().any(|&k| k < 0) {
+                return Err(shape_err!("Tile repeats {r:?} do not fit rank {}", x.len()));
+            }
             let fresh = c.fresh(0, x.len());
             let shape = x
                 .iter()
                 .zip(&r)
                 .enumerate()
-                .map(|(i, (d, &k))| match d {
-                    Dim::Known(n) => Dim::Known(n * k.max(0) as usize),
-                    s if k == 1 => s.clone(),
-                    _ => fresh[i].clone(),
+                .map(|(i, (d, &k))| {
+                    Ok(match d {
+                        Dim::Known(n) => Dim::Known(
+                            n.checked_mul(k as usize)
+                                .ok_or_else(|| shape_err!("Tile repeats {r:?} overflow"))?,
+                        ),
+                        s if k == 1 => s.clone(),
+                        _ => fresh[i].clone(),
+                    })
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             Ok(vec![(dt, Some(shape))])
         }
         Op::Pad { .. } => {
@@ -726,11 +830,18 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
             let mut shape = x.clone();
             let fresh = c.fresh(0, x.len());
             for (k, &a) in axes.iter().enumerate() {
-                let add = pads[k] + pads[k + axes.len()];
+                let add = pads[k]
+                    .checked_add(pads[k + axes.len()])
+                    .ok_or_else(|| shape_err!("Pad {pads:?} overflows"))?;
                 shape[a] = match &x[a] {
                     Dim::Known(d) => Dim::Known(
-                        usize::try_from(*d as i64 + add)
-                            .map_err(|_| shape_err!("Pad makes a negative dimension"))?,
+                        i64::try_from(*d)
+                            .ok()
+                            .and_then(|d| d.checked_add(add))
+                            .and_then(|v| usize::try_from(v).ok())
+                            .ok_or_else(|| {
+                                shape_err!("Pad {pads:?} makes a negative or absurd dimension")
+                            })?,
                     ),
                     s if add == 0 => s.clone(),
                     _ => fresh[a].clone(),
@@ -776,18 +887,34 @@ fn infer_inner(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
                             .ok_or_else(|| shape_err!("Range expects scalars"))
                     };
                     let (s, l, d) = (scalar(s)?, scalar(l)?, scalar(d)?);
+                    if ![s, l, d].iter().all(|v| v.is_finite()) {
+                        return Err(shape_err!("Range({s}, {l}, {d}) needs finite values"));
+                    }
                     if d == 0.0 {
                         return Err(shape_err!("Range delta must not be 0"));
                     }
-                    Dim::Known(((l - s) / d).ceil().max(0.0) as usize)
+                    let n = ((l - s) / d).ceil().max(0.0);
+                    if !n.is_finite() || n > crate::MAX_TENSOR_ELEMENTS as f64 {
+                        return Err(shape_err!("Range({s}, {l}, {d}) would have {n} elements"));
+                    }
+                    Dim::Known(n as usize)
                 }
                 _ => c.fresh(0, 1)[0].clone(),
             };
             Ok(vec![(dt, Some(vec![len]))])
         }
         Op::ConstantOfShape { value } => {
+            c.dtype(0)?;
             let shape = match c.ints(0)? {
-                Some(s) => Some(s.iter().map(|&d| Dim::Known(d.max(0) as usize)).collect()),
+                Some(s) => Some(
+                    s.iter()
+                        .map(|&d| {
+                            usize::try_from(d).map(Dim::Known).map_err(|_| {
+                                shape_err!("ConstantOfShape with negative dimension {d}")
+                            })
+                        })
+                        .collect::<Result<_>>()?,
+                ),
                 None => c
                     .shape(0)
                     .and_then(|s| s.first())
@@ -815,9 +942,33 @@ fn conv_like(c: &Ctx) -> Result<Vec<(DType, Option<Shape>)>> {
     let w = c
         .shape(1)
         .and_then(|s| s.iter().map(Dim::known).collect::<Option<Vec<_>>>());
+    if let (Op::Conv(_) | Op::ConvTranspose(_), Some(ws)) = (&c.node.op, &w) {
+        if ws.len() != x.len() {
+            return Err(shape_err!(
+                "weight shape {ws:?} does not fit an input of rank {} (weights are [out, in/group, kernel...] with one kernel axis per spatial axis)",
+                x.len()
+            ));
+        }
+        let attr_kernel = match &c.node.op {
+            Op::Conv(cv) => &cv.window.kernel_shape,
+            Op::ConvTranspose(ct) => &ct.window.kernel_shape,
+            _ => unreachable!("matched above"),
+        };
+        if !attr_kernel.is_empty() && attr_kernel[..] != ws[2..] {
+            return Err(shape_err!(
+                "kernel_shape {attr_kernel:?} does not match the weights' kernel {:?}",
+                &ws[2..]
+            ));
+        }
+    }
     let out_channels = match &c.node.op {
         Op::Conv(_) => w.as_ref().map(|w| Dim::Known(w[0])),
-        Op::ConvTranspose(ct) => w.as_ref().map(|w| Dim::Known(w[1] * ct.group)),
+        Op::ConvTranspose(ct) => match &w {
+            Some(w) => Some(Dim::Known(w[1].checked_mul(ct.group).ok_or_else(|| {
+                shape_err!("group {} is absurd for weights {w:?}", ct.group)
+            })?)),
+            None => None,
+        },
         _ => Some(x[1].clone()),
     };
     let kernel: Option<Vec<usize>> = match &c.node.op {
@@ -905,13 +1056,19 @@ fn reshape_dims(c: &Ctx, x: Option<&Shape>, target: &[i64], allowzero: bool) -> 
                     .cloned()
                     .ok_or_else(|| shape_err!("Reshape 0 at axis {i} has no input dim"))?,
             ),
-            d => out.push(Dim::Known(d.max(0) as usize)),
+            d => out.push(Dim::Known(
+                usize::try_from(d).map_err(|_| shape_err!("invalid Reshape target {target:?}"))?,
+            )),
         }
     }
     if let Some(i) = infer {
         // Cancel symbols and known factors shared by input and output; what remains is -1.
         let mut in_syms: Vec<&Dim> = x.iter().filter(|d| d.known().is_none()).collect();
-        let mut in_known: usize = x.iter().filter_map(Dim::known).product();
+        let mut in_known: usize = x
+            .iter()
+            .filter_map(Dim::known)
+            .try_fold(1usize, |a, d| a.checked_mul(d))
+            .ok_or_else(|| shape_err!("Reshape input {x:?} overflows"))?;
         let mut ok = true;
         for d in &out {
             match d {

@@ -38,14 +38,24 @@ fn conv_channels(graph: &Graph, idx: usize) -> Option<usize> {
     if n.op.fused_activation().is_some() || w.dtype() != crate::DType::F32 {
         return None;
     }
-    if let Some(b) = n.input(2) {
-        graph.constant(b)?;
+    let ws = w.shape();
+    // Odd weights are left for the kernels to reject with a proper message.
+    if ws.len() < 3 || w.is_empty() {
+        return None;
     }
-    match &n.op {
-        Op::Conv(_) => Some(w.shape()[0]),
-        Op::ConvTranspose(c) => Some(w.shape()[1] * c.group),
-        _ => None,
+    let channels = match &n.op {
+        Op::Conv(_) => ws[0],
+        Op::ConvTranspose(c) if c.group > 0 && ws[0] % c.group == 0 && ws[0] >= c.group => {
+            ws[1].checked_mul(c.group)?
+        }
+        _ => return None,
+    };
+    if let Some(b) = n.input(2)
+        && graph.constant(b)?.len() != channels
+    {
+        return None;
     }
+    Some(channels)
 }
 
 fn foldable(graph: &Graph, i: usize) -> Result<Option<(usize, Affine)>> {
@@ -53,6 +63,9 @@ fn foldable(graph: &Graph, i: usize) -> Result<Option<(usize, Affine)>> {
     let Some(src) = node.input(0) else {
         return Ok(None);
     };
+    if node.outputs.first().is_none_or(|o| o.is_empty()) {
+        return Ok(None);
+    }
     // Mul/Add may have the conv output on either side.
     let (src, other) = match &node.op {
         Op::BatchNormalization { .. } => (src, None),

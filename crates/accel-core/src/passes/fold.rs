@@ -51,8 +51,11 @@ fn try_fold(graph: &Graph, node: &crate::Node) -> Result<Option<Vec<Tensor>>> {
         else {
             return Ok(None);
         };
-        let stand_in = Tensor::zeros(crate::DType::U8, shape);
-        return ops::eval(node, &[Some(&stand_in)]).map(Some);
+        let Op::Shape { start, end } = node.op else {
+            unreachable!("matched above")
+        };
+        // The shape alone: never allocate the (possibly huge) input.
+        return ops::shape_of(&shape, start, end).map(|t| Some(vec![t]));
     }
     if !ops::can_eval(&node.op) {
         return Ok(None);
@@ -77,7 +80,11 @@ fn try_fold(graph: &Graph, node: &crate::Node) -> Result<Option<Vec<Tensor>>> {
             .value_info
             .get(o)
             .and_then(|v| v.concrete_shape())
-            .is_some_and(|s| s.iter().product::<usize>() > MAX_FOLDED_ELEMENTS)
+            .is_some_and(|s| {
+                s.iter()
+                    .try_fold(1usize, |a, &d| a.checked_mul(d))
+                    .is_none_or(|n| n > MAX_FOLDED_ELEMENTS)
+            })
     });
     if too_big {
         return Ok(None);

@@ -48,6 +48,7 @@ fn fusable(graph: &Graph, i: usize) -> Option<(usize, Activation)> {
         _ => return None,
     };
     let src = node.input(0)?;
+    node.outputs.first().filter(|o| !o.is_empty())?;
     let p = graph.nodes[..i]
         .iter()
         .position(|n| n.outputs.first().map(String::as_str) == Some(src))?;

@@ -61,9 +61,15 @@ fn foldable(graph: &Graph, i: usize) -> Option<(usize, Vec<usize>)> {
             return None;
         }
     }
+    pad.input(0)?;
     let pads = graph.constant(pad.input(1)?)?.to_i64_vec().ok()?;
     let rank = pads.len() / 2;
-    if rank < 3 || pads.iter().any(|&v| v < 0) {
+    // Huge pads stay with the Pad node, which reports them.
+    if rank < 3 || pads.len() % 2 != 0 || pads.iter().any(|&v| !(0..=1 << 32).contains(&v)) {
+        return None;
+    }
+    // The conv's own pads must fit the same spatial axes.
+    if !conv.window.pads.is_empty() && conv.window.pads.len() != 2 * (rank - 2) {
         return None;
     }
     // Batch and channel axes must not be padded.

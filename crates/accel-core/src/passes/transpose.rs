@@ -31,7 +31,13 @@ pub fn cancel_transposes(graph: &mut Graph) -> usize {
         let Some(inner) = perm_of(&graph.nodes[j].op, None) else {
             continue;
         };
-        if inner.len() != outer.len() {
+        // Only true permutations compose; anything else is left for the op to reject.
+        let is_perm = |p: &[usize]| {
+            let mut seen = vec![false; p.len()];
+            p.iter()
+                .all(|&k| k < p.len() && !std::mem::replace(&mut seen[k], true))
+        };
+        if inner.len() != outer.len() || !is_perm(&inner) || !is_perm(&outer) {
             continue;
         }
         // out[k] = mid[outer[k]] = x[inner[outer[k]]]
@@ -49,7 +55,10 @@ pub fn cancel_transposes(graph: &mut Graph) -> usize {
         let n = &graph.nodes[k];
         let identity =
             perm_of(&n.op, None).is_some_and(|p| p.iter().enumerate().all(|(a, &b)| a == b));
-        let (src, dst) = (n.inputs[0].clone(), n.outputs[0].clone());
+        let (Some(src), Some(dst)) = (n.inputs.first().cloned(), n.outputs.first().cloned()) else {
+            k += 1;
+            continue;
+        };
         let src_has_producer = graph.nodes.iter().any(|m| m.outputs.contains(&src));
         if identity
             && (!graph.is_graph_output(&dst) || (src_has_producer && !graph.is_graph_output(&src)))

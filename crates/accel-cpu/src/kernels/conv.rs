@@ -2,7 +2,7 @@
 //! straight into packed panels) and a direct depthwise kernel.
 
 use super::gemm::{Bias, Epilogue, NR, PackedA, gemm_fill_b};
-use super::{Images, float_input, spatial_2d};
+use super::{Images, float_input, spatial_2d, zeroed_output};
 use accel_core::ir::{Activation, Conv, Node};
 use accel_core::ops::{ResolvedWindow, resolve_window};
 use accel_core::{Error, Result, Tensor};
@@ -34,13 +34,22 @@ impl ConvKernel {
         }
         let (oc, icg) = (ws[0], ws[1]);
         let g = attrs.group;
-        if oc % g != 0 {
+        if g == 0 || oc % g != 0 {
             return Err(Error::node(
                 node,
                 format!("{oc} output channels do not split into {g} groups"),
             ));
         }
         let kernel = ws[2..].to_vec();
+        if !attrs.window.kernel_shape.is_empty() && attrs.window.kernel_shape != kernel {
+            return Err(Error::node(
+                node,
+                format!(
+                    "kernel_shape {:?} does not match the weights' kernel {kernel:?}",
+                    attrs.window.kernel_shape
+                ),
+            ));
+        }
         let k = icg * kernel.iter().product::<usize>();
         let ocg = oc / g;
         let depthwise = (icg == 1 && ocg == 1 && g > 1).then(|| wv.to_vec());
@@ -90,11 +99,11 @@ impl ConvKernel {
                 ),
             ));
         }
-        let (kernel, window) = spatial_2d(&self.kernel, &self.attrs.window, one_d);
+        let (kernel, window) = spatial_2d(node, &self.kernel, &self.attrs.window, one_d)?;
         let rw = resolve_window(&window, &in_hw, &kernel, false)
             .map_err(|e| Error::node(node, e.to_string()))?;
         let (oh, ow) = (rw.output[0], rw.output[1]);
-        let mut out = vec![0.0f32; n * self.out_channels * oh * ow];
+        let mut out = zeroed_output(node, &[n, self.out_channels, oh, ow])?;
         let plane_in = c * in_hw[0] * in_hw[1];
         let plane_out = self.out_channels * oh * ow;
         for b in 0..n {
@@ -236,8 +245,9 @@ fn depthwise(
                         let wt = wc[ky * kw + kx];
                         let off = (kx * dw) as isize - pl;
                         // Valid ox: 0 <= ox*sw + off < iw.
+                        // Padding wider than the output leaves no valid ox at all.
                         let lo = if off < 0 {
-                            ((-off) as usize).div_ceil(sw)
+                            ((-off) as usize).div_ceil(sw).min(ow)
                         } else {
                             0
                         };
@@ -246,6 +256,9 @@ fn depthwise(
                         } else {
                             0
                         };
+                        if lo >= hi {
+                            continue;
+                        }
                         if sw == 1 {
                             let start = (lo as isize + off) as usize;
                             for (ov, &iv) in orow[lo..hi.max(lo)].iter_mut().zip(&irow[start..]) {

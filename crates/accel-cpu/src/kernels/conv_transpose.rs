@@ -2,7 +2,7 @@
 //! scattered into the output window it came from.
 
 use super::gemm::{Epilogue, PackedA, PackedB, gemm};
-use super::{Images, float_input, spatial_2d};
+use super::{Images, float_input, spatial_2d, zeroed_output};
 use accel_core::ir::{ConvTranspose, Node};
 use accel_core::ops::resolve_conv_transpose;
 use accel_core::{Error, Result, Tensor};
@@ -37,7 +37,7 @@ impl ConvTransposeKernel {
         }
         let g = attrs.group;
         let (ic, ocg) = (ws[0], ws[1]);
-        if ic % g != 0 {
+        if g == 0 || ic % g != 0 {
             return Err(Error::node(
                 node,
                 format!("{ic} input channels do not split into {g} groups"),
@@ -45,6 +45,15 @@ impl ConvTransposeKernel {
         }
         let icg = ic / g;
         let kernel = ws[2..].to_vec();
+        if !attrs.window.kernel_shape.is_empty() && attrs.window.kernel_shape != kernel {
+            return Err(Error::node(
+                node,
+                format!(
+                    "kernel_shape {:?} does not match the weights' kernel {kernel:?}",
+                    attrs.window.kernel_shape
+                ),
+            ));
+        }
         let m = ocg * kernel.iter().product::<usize>();
         let packed = (0..g)
             .map(|gi| PackedA::pack(&wv[gi * icg * m..], m, icg, 1, m))
@@ -90,7 +99,20 @@ impl ConvTransposeKernel {
                 ),
             ));
         }
-        let (kernel, window) = spatial_2d(&self.kernel, &self.attrs.window, one_d);
+        let (kernel, window) = spatial_2d(node, &self.kernel, &self.attrs.window, one_d)?;
+        let spatial = if one_d { 1 } else { 2 };
+        let opad_len = self.attrs.output_padding.len();
+        let oshape_len = self.attrs.output_shape.as_ref().map_or(spatial, Vec::len);
+        if (opad_len != 0 && opad_len != spatial) || !(spatial..=spatial + 2).contains(&oshape_len)
+        {
+            return Err(Error::node(
+                node,
+                format!(
+                    "output_padding {:?} / output_shape {:?} do not fit {spatial} spatial axis/axes",
+                    self.attrs.output_padding, self.attrs.output_shape
+                ),
+            ));
+        }
         let (opad, oshape) = if one_d {
             let op = if self.attrs.output_padding.is_empty() {
                 vec![]
@@ -118,8 +140,8 @@ impl ConvTransposeKernel {
         let oc = ocg * g;
         let pixels = in_hw[0] * in_hw[1];
         let (kh, kw) = (kernel[0], kernel[1]);
-        let mut out = vec![0.0f32; n * oc * oh * ow];
-        let mut cols = vec![0.0f32; ocg * kh * kw * pixels];
+        let mut out = zeroed_output(node, &[n, oc, oh, ow])?;
+        let mut cols = zeroed_output(node, &[ocg, kh, kw, pixels])?;
         for b in 0..n {
             for gi in 0..g {
                 let xg = &xv[(b * c + gi * icg) * pixels..(b * c + (gi + 1) * icg) * pixels];

@@ -34,6 +34,9 @@ impl PackedA {
     pub fn pack(a: &[f32], m: usize, k: usize, rs: usize, cs: usize) -> PackedA {
         let panels = m.div_ceil(MR);
         let mut data = vec![0.0; panels * k * MR];
+        if k == 0 {
+            return PackedA { m, k, data };
+        }
         for (pi, panel) in data.chunks_exact_mut(k * MR).enumerate() {
             for i in 0..MR.min(m - pi * MR) {
                 let row = pi * MR + i;
@@ -54,6 +57,9 @@ impl PackedB {
     /// Packs B where element (p, j) is `b[p * rs + j * cs]`.
     pub fn pack(b: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> PackedB {
         let mut pb = PackedB::zeroed(k, n);
+        if k == 0 {
+            return pb;
+        }
         let k_ = pb.k;
         pb.data
             .par_chunks_exact_mut(k_ * NR)
@@ -85,7 +91,7 @@ impl PackedB {
     }
 
     pub fn panels_mut(&mut self) -> std::slice::ChunksExactMut<'_, f32> {
-        let len = self.k * NR;
+        let len = (self.k * NR).max(1);
         self.data.chunks_exact_mut(len)
     }
 

@@ -40,6 +40,12 @@ impl LstmKernel {
         let nd = attrs.direction.num_directions();
         let h = attrs.hidden_size;
         let (ws, rs) = (w.shape(), r.shape());
+        if attrs.layout > 1 || h == 0 || h.checked_mul(8).is_none() {
+            return Err(Error::node(
+                node,
+                format!("hidden_size {h} and layout {} are not valid", attrs.layout),
+            ));
+        }
         if ws.len() != 3 || ws[0] != nd || ws[1] != 4 * h || rs != [nd, 4 * h, h] {
             return Err(Error::node(
                 node,

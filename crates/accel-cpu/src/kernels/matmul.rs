@@ -44,7 +44,7 @@ impl MatMulKernel {
         let av = f32s(node, a)?;
         if let Some((pb, k, n)) = &self.packed_b {
             if a.rank() >= 1 && a.shape()[a.rank() - 1] == *k {
-                let rows = a.len() / k.max(&1);
+                let rows: usize = a.shape()[..a.rank() - 1].iter().product();
                 let pa = PackedA::pack(av, rows, *k, *k, 1);
                 let mut out = vec![0.0f32; rows * n];
                 gemm(&pa, pb, &mut out, *n, ep);
@@ -96,6 +96,8 @@ fn matmul_general(node: &Node, a: &Tensor, b: &Tensor, ep: Epilogue) -> Result<T
     let batch = broadcast_shapes(&ash[..ash.len() - 2], &bsh[..bsh.len() - 2])
         .map_err(|e| Error::node(node, e.to_string()))?;
     let nb: usize = batch.iter().product();
+    let out_len =
+        accel_core::checked_numel(&[nb, m, n]).map_err(|e| Error::node(node, e.to_string()))?;
     let index_of = |shape: &[usize], flat: usize| -> usize {
         // Maps a broadcast batch index to the operand's own batch index.
         let mut rem = flat;
@@ -113,7 +115,7 @@ fn matmul_general(node: &Node, a: &Tensor, b: &Tensor, ep: Epilogue) -> Result<T
         }
         idx
     };
-    let mut out = vec![0.0f32; nb * m * n];
+    let mut out = vec![0.0f32; out_len];
     for bi in 0..nb {
         let ai = index_of(&ash[..ash.len() - 2], bi);
         let bj = index_of(&bsh[..bsh.len() - 2], bi);

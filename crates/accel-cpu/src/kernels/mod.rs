@@ -47,10 +47,32 @@ pub(crate) fn float_input<'a>(node: &Node, x: &'a Tensor) -> Result<Images<'a>> 
     }
 }
 
-/// Lifts 1-D window attributes to 2-D with a unit leading axis.
-pub(crate) fn spatial_2d(kernel: &[usize], w: &Window, one_d: bool) -> (Vec<usize>, Window) {
+/// Lifts 1-D window attributes to 2-D with a unit leading axis. The kernel and every given
+/// attribute must have one entry per spatial axis of the input (pads two).
+pub(crate) fn spatial_2d(
+    node: &Node,
+    kernel: &[usize],
+    w: &Window,
+    one_d: bool,
+) -> Result<(Vec<usize>, Window)> {
+    let n = if one_d { 1 } else { 2 };
+    let fits = |v: &[usize], per_axis: usize| v.is_empty() || v.len() == per_axis * n;
+    if kernel.len() != n
+        || !fits(&w.kernel_shape, 1)
+        || !fits(&w.strides, 1)
+        || !fits(&w.dilations, 1)
+        || !fits(&w.pads, 2)
+    {
+        return Err(Error::node(
+            node,
+            format!(
+                "the input has {n} spatial axis/axes, but the kernel is {kernel:?} (kernel_shape {:?}, strides {:?}, dilations {:?}, pads {:?})",
+                w.kernel_shape, w.strides, w.dilations, w.pads
+            ),
+        ));
+    }
     if !one_d {
-        return (kernel.to_vec(), w.clone());
+        return Ok((kernel.to_vec(), w.clone()));
     }
     let lift = |v: &Vec<usize>, fill: usize| {
         if v.is_empty() {
@@ -64,7 +86,7 @@ pub(crate) fn spatial_2d(kernel: &[usize], w: &Window, one_d: bool) -> (Vec<usiz
     } else {
         vec![]
     };
-    (
+    Ok((
         vec![1, kernel[0]],
         Window {
             kernel_shape: lift(&w.kernel_shape, 1),
@@ -73,5 +95,11 @@ pub(crate) fn spatial_2d(kernel: &[usize], w: &Window, one_d: bool) -> (Vec<usiz
             pads,
             auto_pad: w.auto_pad,
         },
-    )
+    ))
+}
+
+/// A zeroed f32 output buffer of `shape`, refusing absurd sizes.
+pub(crate) fn zeroed_output(node: &Node, shape: &[usize]) -> Result<Vec<f32>> {
+    let n = accel_core::checked_numel(shape).map_err(|e| Error::node(node, e.to_string()))?;
+    Ok(vec![0.0f32; n])
 }

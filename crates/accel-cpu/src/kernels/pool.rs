@@ -1,6 +1,6 @@
 //! MaxPool and AveragePool over 1-D and 2-D windows.
 
-use super::{Images, float_input, spatial_2d};
+use super::{Images, float_input, spatial_2d, zeroed_output};
 use accel_core::ir::{Node, Pool};
 use accel_core::ops::resolve_window;
 use accel_core::{Error, Result, Tensor};
@@ -14,7 +14,7 @@ pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
         hw: in_hw,
         one_d,
     } = float_input(node, x)?;
-    let (kernel, window) = spatial_2d(&p.window.kernel_shape, &p.window, one_d);
+    let (kernel, window) = spatial_2d(node, &p.window.kernel_shape, &p.window, one_d)?;
     let rw = resolve_window(&window, &in_hw, &kernel, p.ceil_mode)
         .map_err(|e| Error::node(node, e.to_string()))?;
     let (oh, ow) = (rw.output[0], rw.output[1]);
@@ -24,7 +24,12 @@ pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
     let (dh, dw) = (rw.dilations[0] as isize, rw.dilations[1] as isize);
     let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
     let (pb, pr) = (rw.pads_end[0] as isize, rw.pads_end[1] as isize);
-    let mut out = vec![0.0f32; n * c * oh * ow];
+    let mut out = zeroed_output(node, &[n, c, oh, ow])?;
+    let mut shape = vec![n, c];
+    shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
+    if out.is_empty() {
+        return Tensor::from_vec(shape, out);
+    }
     out.par_chunks_mut(oh * ow)
         .enumerate()
         .for_each(|(plane_idx, o)| {
@@ -87,7 +92,5 @@ pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
                 }
             }
         });
-    let mut shape = vec![n, c];
-    shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
     Tensor::from_vec(shape, out)
 }

@@ -16,6 +16,9 @@ pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
                 .ok_or_else(|| n.err("axis is required"))?,
         },
         "Split" => {
+            if n.proto.output.is_empty() {
+                return Err(n.err("Split needs at least one output"));
+            }
             if opset < 13
                 && let Some(split) = n.attrs.ints("split")
             {
@@ -110,7 +113,9 @@ pub(super) fn convert(n: &mut NodeCtx) -> Result<Op> {
         }
         "Cast" => {
             let to = n.attrs.int("to").ok_or_else(|| n.err("'to' is required"))?;
-            let to = DType::from_onnx_code(to as i32)
+            let to = i32::try_from(to)
+                .map_err(|_| n.err(format!("'to' = {to} is not a data type code")))?;
+            let to = DType::from_onnx_code(to)
                 .map_err(|ty| Error::UnsupportedDType(format!("{ty} (Cast node '{}')", n.name)))?;
             Op::Cast { to }
         }
@@ -159,6 +164,9 @@ fn resize(n: &mut NodeCtx, op_type: &str) -> Result<Op> {
         return Err(n.unsupported("tf_crop_and_resize"));
     }
     let extrapolation_value = a.float_or("extrapolation_value", 0.0);
+    if n.inputs.first().is_none_or(|x| x.is_empty()) {
+        return Err(n.err("input X is required"));
+    }
     // Normalise to Resize-11+ inputs: X, roi, scales, sizes.
     if op_type == "Upsample" {
         if let Some(scales) = a.floats("scales") {

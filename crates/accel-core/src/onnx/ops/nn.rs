@@ -37,8 +37,17 @@ fn lstm(n: &NodeCtx) -> Result<Op> {
         .ok_or_else(|| n.err("hidden_size is required"))?;
     let hidden_size = usize::try_from(hidden)
         .ok()
-        .filter(|&h| h > 0)
-        .ok_or_else(|| n.err("hidden_size must be positive"))?;
+        .filter(|&h| h > 0 && h.checked_mul(8).is_some())
+        .ok_or_else(|| {
+            n.err(format!(
+                "hidden_size must be positive and sane, got {hidden}"
+            ))
+        })?;
+    let layout = match a.int_or("layout", 0) {
+        0 => 0,
+        1 => 1,
+        l => return Err(n.err(format!("layout must be 0 or 1, got {l}"))),
+    };
     let direction = match a.string("direction")?.as_deref() {
         None | Some("forward") => Direction::Forward,
         Some("reverse") => Direction::Reverse,
@@ -66,6 +75,6 @@ fn lstm(n: &NodeCtx) -> Result<Op> {
         direction,
         clip: a.float("clip"),
         input_forget: a.int_or("input_forget", 0) != 0,
-        layout: a.int_or("layout", 0) as usize,
+        layout,
     }))
 }
