@@ -13,8 +13,7 @@ mod unary;
 pub use broadcast::{broadcast_shapes, eval_binary, eval_where};
 pub use layout::{Slices, cast, concat, reshape_shape, squeeze_shape, transpose, unsqueeze_shape};
 pub use shapes::{
-    ResolvedWindow, TypeInfo, conv_output_size, infer, pool_output_size, resolve_conv_transpose,
-    resolve_window,
+    ResolvedWindow, TypeInfo, infer, pool_output_size, resolve_conv_transpose, resolve_window,
 };
 pub use unary::erf;
 

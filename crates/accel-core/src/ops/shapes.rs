@@ -26,23 +26,7 @@ fn kernel_span(k: usize, dil: usize) -> Option<usize> {
     dil.checked_mul(k.checked_sub(1)?)?.checked_add(1)
 }
 
-pub fn conv_output_size(
-    input: usize,
-    k: usize,
-    stride: usize,
-    dil: usize,
-    pad: usize,
-) -> Option<usize> {
-    let span = kernel_span(k, dil)?;
-    if stride == 0 {
-        return None;
-    }
-    input
-        .checked_add(pad)?
-        .checked_sub(span)
-        .map(|r| r / stride + 1)
-}
-
+/// Output length of a window sliding over one axis (convolutions use `ceil = false`).
 pub fn pool_output_size(
     input: usize,
     k: usize,
