@@ -97,6 +97,28 @@ pub struct Graph {
     pub constants: HashMap<String, Arc<Tensor>>,
     /// Inferred types of intermediate values (filled by shape inference).
     pub value_info: HashMap<String, ValueInfo>,
+    /// The file the graph was imported from, for backends that run the original model
+    /// (ONNX Runtime). `None` for graphs built in code.
+    pub source: Option<ModelSource>,
+}
+
+/// The original ONNX bytes of an imported model, and its path when it came from a file
+/// (external data files are looked up next to it).
+#[derive(Clone)]
+pub struct ModelSource {
+    pub path: Option<std::path::PathBuf>,
+    pub bytes: Arc<Vec<u8>>,
+}
+
+impl fmt::Debug for ModelSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ModelSource({:?}, {} bytes)",
+            self.path,
+            self.bytes.len()
+        )
+    }
 }
 
 impl Graph {

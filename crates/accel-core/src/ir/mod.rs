@@ -3,5 +3,5 @@
 mod graph;
 mod op;
 
-pub use graph::{Dim, Graph, Node, ValueInfo};
+pub use graph::{Dim, Graph, ModelSource, Node, ValueInfo};
 pub use op::*;

@@ -18,10 +18,14 @@ pub const MAX_OPSET: i64 = 25;
 pub fn load_model(path: impl AsRef<Path>) -> Result<Graph> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    parse_model(&bytes, path.parent()).map_err(|e| match e {
+    let mut graph = parse_model(&bytes, path.parent()).map_err(|e| match e {
         Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
         other => other,
-    })
+    })?;
+    if let Some(src) = graph.source.as_mut() {
+        src.path = Some(path.to_path_buf());
+    }
+    Ok(graph)
 }
 
 /// Parses ModelProto bytes. `base_dir` locates external data files.
@@ -44,6 +48,10 @@ pub fn parse_model(bytes: &[u8], base_dir: Option<&Path>) -> Result<Graph> {
     let mut graph = Graph {
         name: g.name().to_string(),
         opset,
+        source: Some(crate::ir::ModelSource {
+            path: None,
+            bytes: std::sync::Arc::new(bytes.to_vec()),
+        }),
         ..Default::default()
     };
     for init in &g.initializer {
