@@ -134,3 +134,36 @@ fn profile_parsing_counts_nodes_per_provider() {
     );
     assert!(accel_ort::node_providers("not json").is_empty());
 }
+
+#[test]
+fn ort_runs_accels_optimized_graph_too() {
+    if !ort_available() {
+        return;
+    }
+    // The same comparison with ORT given accel's optimized graph re-serialized.
+    for (file, shape) in [
+        ("crnn.onnx", [2, 50, 350, 3]),
+        ("unet128.onnx", [2, 128, 128, 3]),
+    ] {
+        let mut g = accel_core::onnx::load_model(model_path(file)).unwrap();
+        passes::optimize(&mut g).unwrap();
+        let reference = CpuBackend::new()
+            .compile(&g, &CompileOptions::default())
+            .unwrap();
+        let cfg = OrtConfig {
+            run_optimized_graph: true,
+            ..Default::default()
+        };
+        let exe = OrtBackend::new(Provider::Cpu, cfg)
+            .unwrap()
+            .compile(&g, &CompileOptions::default())
+            .unwrap();
+        let x = random_f32(&shape, 0.0, 1.0);
+        let d = max_abs_diff(
+            &exe.run(&[x.view()]).unwrap()[0],
+            &reference.run(&[x.view()]).unwrap()[0],
+        );
+        eprintln!("ort-cpu on accel's optimized {file}: max abs diff vs cpu {d:.2e}");
+        assert!(d <= 1e-4, "{file}: {d}");
+    }
+}

@@ -14,7 +14,6 @@ pub use library::{Runtime, candidates, load_one, runtime};
 pub use provider::{OrtConfig, Provider};
 pub use session::{OrtExecutable, node_providers};
 
-use accel_core::onnx::proto::{self, ModelProto};
 use accel_core::{
     Backend, CompileOptions, DeviceInfo, Dim, Error, Executable, Graph, Node, Probe, Result,
     ValueInfo,
@@ -100,66 +99,25 @@ impl Backend for OrtBackend {
     }
 }
 
-/// A one-node model (Relu on [1, 8]) used to check that a provider registers and takes nodes.
+/// A one-node graph (Relu on [1, 8]) used to check that a provider registers and takes nodes.
 fn probe_graph() -> Graph {
-    use proto::tensor_shape_proto::{Dimension, dimension};
-    let vi = |name: &str| proto::ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(proto::TypeProto {
-            value: Some(proto::type_proto::Value::TensorType(
-                proto::type_proto::Tensor {
-                    elem_type: Some(1),
-                    shape: Some(proto::TensorShapeProto {
-                        dim: [1, 8]
-                            .iter()
-                            .map(|&d| Dimension {
-                                value: Some(dimension::Value::DimValue(d)),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                },
-            )),
-            ..Default::default()
-        }),
-        ..Default::default()
+    let vi = |name: &str| {
+        ValueInfo::new(
+            name,
+            accel_core::DType::F32,
+            vec![Dim::Known(1), Dim::Known(8)],
+        )
     };
-    let model = ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![proto::OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(17),
-        }],
-        graph: Some(proto::GraphProto {
-            name: Some("probe".into()),
-            node: vec![proto::NodeProto {
-                op_type: Some("Relu".into()),
-                input: vec!["x".into()],
-                output: vec!["y".into()],
-                ..Default::default()
-            }],
-            input: vec![vi("x")],
-            output: vec![vi("y")],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let bytes = prost::Message::encode_to_vec(&model);
     Graph {
-        inputs: vec![ValueInfo::new(
-            "x",
-            accel_core::DType::F32,
-            vec![Dim::Known(1), Dim::Known(8)],
-        )],
-        outputs: vec![ValueInfo::new(
-            "y",
-            accel_core::DType::F32,
-            vec![Dim::Known(1), Dim::Known(8)],
-        )],
-        source: Some(accel_core::ir::ModelSource {
-            path: None,
-            bytes: Arc::new(bytes),
-        }),
+        opset: 17,
+        inputs: vec![vi("x")],
+        outputs: vec![vi("y")],
+        nodes: vec![Node {
+            name: "relu".into(),
+            op: accel_core::Op::Unary(accel_core::ir::UnaryOp::Relu),
+            inputs: vec!["x".into()],
+            outputs: vec!["y".into()],
+        }],
         ..Default::default()
     }
 }

@@ -32,6 +32,9 @@ pub struct OrtConfig {
     pub cuda_device: i32,
     pub tensorrt_fp16: bool,
     pub tensorrt_engine_cache: Option<PathBuf>,
+    /// Give ORT accel's optimized graph (re-serialized) instead of the original file, to
+    /// compare the two.
+    pub run_optimized_graph: bool,
 }
 
 impl Default for OrtConfig {
@@ -44,6 +47,7 @@ impl Default for OrtConfig {
             cuda_device: 0,
             tensorrt_fp16: false,
             tensorrt_engine_cache: None,
+            run_optimized_graph: false,
         }
     }
 }

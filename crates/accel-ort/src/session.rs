@@ -3,7 +3,7 @@
 
 use crate::library::Runtime;
 use crate::provider::{OrtConfig, Provider};
-use accel_core::ir::{Dim, Graph, ValueInfo};
+use accel_core::ir::{Dim, Graph, ModelSource as Source, ValueInfo};
 use accel_core::{DType, Error, Executable, Result, Tensor, TensorView};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
@@ -32,9 +32,12 @@ pub fn compile(
     threads: Option<usize>,
 ) -> Result<OrtExecutable> {
     let id = provider.id();
-    let source = graph.source.as_ref().ok_or_else(|| {
-        Error::Other(format!("{id}: ONNX Runtime runs the original ONNX file; this graph was built in code, not imported"))
-    })?;
+    // The original file unless asked for accel's optimized graph (graphs built in code have no file).
+    let exported = if cfg.run_optimized_graph || graph.source.is_none() {
+        Some(accel_core::onnx::export_model(graph)?)
+    } else {
+        None
+    };
     let dispatch = provider
         .dispatch(cfg)
         .map_err(|reason| Error::BackendUnavailable {
@@ -74,9 +77,11 @@ pub fn compile(
             .with_profiling(&profile)
             .map_err(|e| ort_err(id, "profiling", e))?;
     }
-    let session = match &source.path {
-        Some(p) => b.commit_from_file(p),
-        None => b.commit_from_memory(&source.bytes),
+    let session = match (&exported, &graph.source) {
+        (Some(bytes), _) => b.commit_from_memory(bytes),
+        (None, Some(Source { path: Some(p), .. })) => b.commit_from_file(p),
+        (None, Some(src)) => b.commit_from_memory(&src.bytes),
+        (None, None) => unreachable!("graphs without a source are exported above"),
     }
     .map_err(|e| ort_err(id, "ONNX Runtime rejected the model", e))?;
     let exe = OrtExecutable {
