@@ -7,7 +7,7 @@ use crate::kernels::matmul::{GemmKernel, MatMulKernel};
 use crate::kernels::pool::pool;
 use accel_core::ir::{Graph, Node, Op, ValueInfo};
 use accel_core::ops::{self, reshape_shape, squeeze_shape, unsqueeze_shape};
-use accel_core::passes::bind_input_shapes;
+use accel_core::passes::check_inputs;
 use accel_core::{DType, Error, Executable, Result, Tensor, TensorView};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,8 +45,10 @@ struct Step {
 }
 
 pub struct CpuExecutable {
-    inputs: Vec<(usize, ValueInfo)>,
-    input_graph: Graph,
+    /// Declared graph inputs; input i lives in value slot i.
+    inputs: Vec<ValueInfo>,
+    /// `ACCEL_CPU_PROFILE` was set when the graph was compiled.
+    profile: bool,
     outputs: Vec<Slot>,
     consts: Vec<Arc<Tensor>>,
     steps: Vec<Step>,
@@ -63,13 +65,11 @@ impl CpuExecutable {
             slots.insert(name, Slot::Const(consts.len()));
             consts.push(t.clone());
         }
-        let mut num_values = 0;
-        let mut inputs = Vec::new();
-        for vi in &graph.inputs {
-            slots.insert(&vi.name, Slot::Value(num_values));
-            inputs.push((num_values, vi.clone()));
-            num_values += 1;
+        // Graph inputs take the first value slots, in order.
+        for (i, vi) in graph.inputs.iter().enumerate() {
+            slots.insert(&vi.name, Slot::Value(i));
         }
+        let mut num_values = graph.inputs.len();
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for node in &graph.nodes {
             let ins =
@@ -142,47 +142,15 @@ impl CpuExecutable {
             .thread_name(|i| format!("accel-cpu-{i}"))
             .build()
             .map_err(|e| Error::Other(format!("cannot start {threads} CPU worker threads: {e}")))?;
-        let input_graph = Graph {
-            inputs: graph.inputs.clone(),
-            ..Default::default()
-        };
         Ok(CpuExecutable {
-            inputs,
-            input_graph,
+            inputs: graph.inputs.clone(),
+            profile: std::env::var_os("ACCEL_CPU_PROFILE").is_some(),
             outputs,
             consts,
             steps,
             num_values,
             pool,
         })
-    }
-
-    fn check_inputs(&self, inputs: &[TensorView]) -> Result<()> {
-        if inputs.len() != self.inputs.len() {
-            return Err(Error::InputCount {
-                expected: self.inputs.len(),
-                actual: inputs.len(),
-                names: self
-                    .inputs
-                    .iter()
-                    .map(|(_, v)| v.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-        let mut shapes = Vec::new();
-        for ((_, vi), t) in self.inputs.iter().zip(inputs) {
-            if t.dtype() != vi.dtype {
-                return Err(Error::DTypeMismatch {
-                    name: vi.name.clone(),
-                    expected: vi.dtype,
-                    actual: t.dtype(),
-                });
-            }
-            shapes.push((vi.name.as_str(), t.shape()));
-        }
-        bind_input_shapes(&self.input_graph, &shapes)?;
-        Ok(())
     }
 }
 
@@ -329,12 +297,12 @@ fn run_step(step: &Step, ins: &[Option<&Tensor>], owned_x: Option<Tensor>) -> Re
 
 impl Executable for CpuExecutable {
     fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
-        self.check_inputs(inputs)?;
+        check_inputs(&self.inputs, inputs)?;
         let mut env: Vec<Option<Tensor>> = (0..self.num_values).map(|_| None).collect();
-        for ((slot, _), t) in self.inputs.iter().zip(inputs) {
-            env[*slot] = Some(t.to_tensor());
+        for (slot, t) in env.iter_mut().zip(inputs) {
+            *slot = Some(t.to_tensor());
         }
-        let profile = std::env::var_os("ACCEL_CPU_PROFILE").is_some();
+        let profile = self.profile;
         let mut times: Vec<(f64, &str, &str)> = Vec::new();
         self.pool.install(|| -> Result<()> {
             for step in &self.steps {

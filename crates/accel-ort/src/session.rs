@@ -201,27 +201,9 @@ fn input_value<'a>(name: &str, t: &'a TensorView) -> Result<SessionInputValue<'a
 impl Executable for OrtExecutable {
     fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
         let id = self.backend;
-        if inputs.len() != self.inputs.len() {
-            return Err(Error::InputCount {
-                expected: self.inputs.len(),
-                actual: inputs.len(),
-                names: self
-                    .inputs
-                    .iter()
-                    .map(|v| v.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
+        accel_core::passes::check_inputs(&self.inputs, inputs)?;
         let mut feeds: Vec<(Cow<str>, SessionInputValue)> = Vec::with_capacity(inputs.len());
         for (vi, t) in self.inputs.iter().zip(inputs) {
-            if t.dtype() != vi.dtype {
-                return Err(Error::DTypeMismatch {
-                    name: vi.name.clone(),
-                    expected: vi.dtype,
-                    actual: t.dtype(),
-                });
-            }
             feeds.push((Cow::Borrowed(vi.name.as_str()), input_value(&vi.name, t)?));
         }
         let mut session = self

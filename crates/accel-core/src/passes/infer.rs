@@ -81,13 +81,12 @@ fn merge_shapes(declared: Option<Vec<Dim>>, inferred: Option<Vec<Dim>>) -> Optio
 /// Checks concrete input shapes against the declared ones (symbols must bind consistently)
 /// and returns the binding of each symbol.
 pub fn bind_input_shapes(
-    graph: &Graph,
+    declared: &[ValueInfo],
     shapes: &[(&str, &[usize])],
 ) -> Result<HashMap<String, usize>> {
     let mut bound: HashMap<String, usize> = HashMap::new();
     for (name, shape) in shapes {
-        let decl = graph
-            .inputs
+        let decl = declared
             .iter()
             .find(|v| v.name == *name)
             .ok_or_else(|| Error::Other(format!("the model has no input named '{name}'")))?;
@@ -120,7 +119,7 @@ pub fn bind_input_shapes(
 /// A copy of the graph with every input shape fixed: shape chains fold to constants and every
 /// value gets a concrete shape.
 pub fn specialize(graph: &Graph, shapes: &[(&str, &[usize])]) -> Result<Graph> {
-    bind_input_shapes(graph, shapes)?;
+    bind_input_shapes(&graph.inputs, shapes)?;
     let mut g = graph.clone();
     for (name, shape) in shapes {
         if let Some(v) = g.inputs.iter_mut().find(|v| v.name == *name) {
@@ -132,4 +131,33 @@ pub fn specialize(graph: &Graph, shapes: &[(&str, &[usize])]) -> Result<Graph> {
     remove_dead_nodes(&mut g);
     infer_shapes(&mut g)?;
     Ok(g)
+}
+
+/// Checks run-time inputs against the declared graph inputs (in order): count, dtype, and
+/// shape, with symbolic dimensions bound consistently. Every backend calls this before running.
+pub fn check_inputs(declared: &[ValueInfo], inputs: &[crate::TensorView]) -> Result<()> {
+    if inputs.len() != declared.len() {
+        return Err(Error::InputCount {
+            expected: declared.len(),
+            actual: inputs.len(),
+            names: declared
+                .iter()
+                .map(|v| v.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    let mut shapes = Vec::with_capacity(inputs.len());
+    for (vi, t) in declared.iter().zip(inputs) {
+        if t.dtype() != vi.dtype {
+            return Err(Error::DTypeMismatch {
+                name: vi.name.clone(),
+                expected: vi.dtype,
+                actual: t.dtype(),
+            });
+        }
+        shapes.push((vi.name.as_str(), t.shape()));
+    }
+    bind_input_shapes(declared, &shapes)?;
+    Ok(())
 }

@@ -13,7 +13,7 @@ pub use batchnorm::fold_batchnorm;
 pub use cleanup::{remove_dead_nodes, remove_identities};
 pub use fold::fold_constants;
 pub use fuse::fuse_activations;
-pub use infer::{bind_input_shapes, infer_shapes, specialize};
+pub use infer::{bind_input_shapes, check_inputs, infer_shapes, specialize};
 pub use pad::fold_pads_into_convs;
 pub use transpose::cancel_transposes;
 
