@@ -17,6 +17,13 @@ rm -rf target/accel-testdata/parity
 $PY scripts/reference_outputs.py target/accel-testdata/parity models/*.onnx tests/fixtures/*.onnx \
     target/accel-testdata/external/crnn_external.onnx --batches 1 3
 
+# Held-out meters and plates for the shipped models' quality bars (tests/task_accuracy.rs),
+# regenerated from the evaluation seed, which training never uses.
+rm -rf target/accel-testdata/heldout
+EVAL_SEED="$($PY -c 'import sys; sys.path.insert(0, "models"); import synth; print(synth.EVAL_SEED)')"
+$PY models/synth/make_set.py meters --seed "$EVAL_SEED" --count 1000 --out target/accel-testdata/heldout/meters
+$PY models/synth/make_set.py plates --seed "$EVAL_SEED" --count 400 --out target/accel-testdata/heldout/plates
+
 ACCEL_ONNX_NODE_DIR="$($PY -c 'import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/node"))')"
 export ACCEL_ONNX_NODE_DIR
 

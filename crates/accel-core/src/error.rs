@@ -66,6 +66,21 @@ pub enum Error {
     #[error("backend {backend} is unavailable: {reason}")]
     BackendUnavailable { backend: String, reason: String },
 
+    /// An input image that cannot be used: unreadable, empty, not an image, truncated, too large.
+    #[error("image {source_name}: {reason}")]
+    Image { source_name: String, reason: String },
+
+    /// A meter reading with another number of digits than the caller expects.
+    #[error(
+        "image {source_name}: expected {expected} digits, read {}: \"{reading}\"",
+        .reading.chars().count()
+    )]
+    DigitCount {
+        source_name: String,
+        expected: usize,
+        reading: String,
+    },
+
     #[error("{0}")]
     Other(String),
 }

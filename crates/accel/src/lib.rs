@@ -4,13 +4,23 @@
 //! let session = accel::Session::builder().backend("cpu").threads(2).load("models/crnn.onnx")?;
 //! # Ok::<(), accel::Error>(())
 //! ```
+//!
+//! The task APIs take images and give answers: [`MeterReader`] reads a meter's digits,
+//! [`DefectInspector`] finds defects on a plate.
 
+mod backend;
 mod registry;
 mod session;
+pub mod tasks;
 
 pub use accel_core::{CompileOptions, DType, Error, Precision, Result, Tensor, TensorView};
+pub use backend::Backend;
 pub use registry::{BackendEntry, available_backend, probe_backends};
 pub use session::{Session, SessionBuilder};
+pub use tasks::{
+    DefectInspector, DigitReading, ImageLimits, ImageSource, Inspection, MeterReader, MeterReading,
+    Region,
+};
 
 /// The shipped models, by short name: `crnn` (meter reader) and `unet` (defect segmenter).
 pub fn shipped_model(name: &str) -> Option<std::path::PathBuf> {

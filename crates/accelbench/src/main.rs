@@ -3,6 +3,9 @@
 mod bench;
 mod devices;
 mod infer;
+mod inspect;
+mod labels;
+mod read;
 mod system;
 mod table;
 
@@ -28,17 +31,23 @@ enum Command {
     Infer(infer::Args),
     /// Measure init time, latency percentiles, throughput and memory per backend.
     Bench(bench::Args),
+    /// Read meter digits from images (CRNN + greedy CTC); exits 1 if any image failed.
+    Read(read::Args),
+    /// Find defects on plate images (U-Net mask, area, regions); exits 1 if any image failed.
+    Inspect(inspect::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Devices(a) => devices::run(a),
-        Command::Infer(a) => infer::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Devices(a) => devices::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Infer(a) => infer::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Read(a) => read::run(a),
+        Command::Inspect(a) => inspect::run(a),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -46,12 +55,38 @@ fn main() -> ExitCode {
     }
 }
 
+/// Per-image failures of `read` and `inspect`: one `error:` line each on stderr (after the
+/// results, which name them too), and exit status 1 if there was any.
+fn finish(errors: &[accel::Error]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// An f32 as JSON with its own shortest digits (0.98, not 0.9800000190734863); NaN is null.
+fn json_f32(v: f32) -> serde_json::Value {
+    v.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
 /// Prints one JSON document on stdout.
 fn print_json(v: &impl serde::Serialize) -> accel::Result<()> {
+    use std::io::Write;
     let s = serde_json::to_string_pretty(v)
         .map_err(|e| accel::Error::Other(format!("cannot encode JSON: {e}")))?;
-    println!("{s}");
-    Ok(())
+    // A reader that stops early (`| head`) is not an error of ours; println! would panic.
+    match writeln!(std::io::stdout().lock(), "{s}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(accel::Error::io("stdout", e)),
+        _ => Ok(()),
+    }
 }
 
 /// A model argument: a path, or the name of a shipped model (`crnn`, `unet`).

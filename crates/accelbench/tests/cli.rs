@@ -180,3 +180,175 @@ fn bench_json_has_the_contract_fields() {
     assert_eq!(results[1]["status"], "unavailable");
     assert!(!results[1]["reason"].as_str().unwrap().is_empty());
 }
+
+/// A small PNG written with the image crate.
+fn write_png(path: &std::path::Path, w: u32, h: u32) {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 40) as u8, (y * 90) as u8, 128])
+    })
+    .save(path)
+    .unwrap();
+}
+
+#[test]
+fn bad_images_give_one_error_line_and_exit_1() {
+    let dir = tmp("bad-images");
+    let empty = dir.join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    let text = dir.join("text.png");
+    std::fs::write(&text, b"just some text, not pixels\n").unwrap();
+    let missing = dir.join("missing.png");
+    for (file, reason) in [
+        (&empty, "empty"),
+        (&text, "not an image"),
+        (&missing, "cannot read"),
+    ] {
+        let f = file.to_str().unwrap();
+        for cmd in ["read", "inspect"] {
+            let out = accelbench(&[cmd, f, "--backend", "cpu"]);
+            assert_eq!(out.status.code(), Some(1), "{cmd} {f}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.trim_end().lines().count(), 1, "{cmd} {f}: {err}");
+            assert!(err.starts_with("error: image "), "{err}");
+            assert!(err.contains(f) && err.contains(reason), "{err}");
+            assert!(out.stdout.is_empty(), "{cmd} {f}");
+        }
+    }
+}
+
+#[test]
+fn one_pixel_png_is_read_and_inspected() {
+    let dir = tmp("one-pixel");
+    let img = dir.join("one.png");
+    write_png(&img, 1, 1);
+    let f = img.to_str().unwrap();
+    let out = accelbench(&["read", f, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let r = &v["results"][0];
+    assert_eq!(r["image"], f);
+    let reading = r["reading"].as_str().unwrap();
+    assert!(reading.bytes().all(|b| b.is_ascii_digit()), "{r}");
+    assert_eq!(r["digits"].as_array().unwrap().len(), reading.len());
+    let c = r["confidence"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&c), "{r}");
+    assert_eq!(v["backend"], "cpu");
+
+    let mask = dir.join("mask.png");
+    let out = accelbench(&["inspect", f, "--json", "--mask", mask.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let r = &v["results"][0];
+    assert_eq!(
+        (r["width"].as_u64(), r["height"].as_u64()),
+        (Some(1), Some(1))
+    );
+    for field in ["defect_area_pct", "defective", "regions", "mask"] {
+        assert!(r.get(field).is_some(), "missing {field}: {r}");
+    }
+    assert_eq!(
+        image::open(&mask).unwrap().into_luma8().dimensions(),
+        (1, 1)
+    );
+
+    // Human output is a table naming the image.
+    let out = accelbench(&["read", f, "--threads", "1"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("one.png"));
+}
+
+#[test]
+fn a_failed_image_does_not_hide_the_others() {
+    let dir = tmp("mixed");
+    let good = dir.join("good.png");
+    write_png(&good, 40, 20);
+    let bad = dir.join("bad.png");
+    std::fs::write(&bad, b"").unwrap();
+    let other = dir.join("other.png");
+    write_png(&other, 20, 40);
+    let mask = dir.join("m.png");
+    let files = [
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        other.to_str().unwrap(),
+    ];
+    let mut args = vec!["inspect", "--json", "--mask", mask.to_str().unwrap()];
+    args.extend(files);
+    let out = accelbench(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(results[0].get("defect_area_pct").is_some());
+    assert!(results[1]["error"].as_str().unwrap().contains("empty"));
+    assert_eq!(results[2]["width"], 20);
+    assert!(dir.join("m_good.png").exists() && dir.join("m_other.png").exists());
+    assert!(!dir.join("m_bad.png").exists());
+
+    let mut args = vec!["read", "--json"];
+    args.extend(files);
+    let out = accelbench(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert!(v["results"][0].get("reading").is_some());
+    assert!(v["results"][1].get("error").is_some());
+}
+
+/// The shipped samples (models/samples/{meters,plates}.json, written by
+/// models/synth/make_set.py) through `--labels`: every image is answered and every answer
+/// equals its label.
+#[test]
+fn sample_images_match_their_labels() {
+    for (cmd, file, count) in [("read", "meters.json", 8), ("inspect", "plates.json", 6)] {
+        let index = model_path("samples").join(file);
+        assert!(index.exists(), "{} is missing", index.display());
+        let index = index.display().to_string();
+        let out = accelbench(&[cmd, "--json", "--labels", &index]);
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+        let results = v["results"].as_array().expect("results");
+        assert_eq!(results.len(), count, "{cmd}: one result per sample");
+        let wrong: Vec<String> = results
+            .iter()
+            .filter(|r| {
+                let field = if cmd == "read" {
+                    "reading"
+                } else {
+                    "defective"
+                };
+                r["label"] != r[field]
+            })
+            .map(|r| r.to_string())
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{cmd} disagrees with the labels:\n{}",
+            wrong.join("\n")
+        );
+        assert_eq!(
+            v["labels"]["labelled"], count,
+            "{cmd}: every sample has a label"
+        );
+        assert_eq!(v["labels"]["matched"], count);
+
+        // The human table shows the labels and the tally.
+        let out = accelbench(&[cmd, "--labels", &index]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("label") && text.contains(&format!("{count} of {count}")),
+            "{text}"
+        );
+    }
+}
