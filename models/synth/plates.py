@@ -30,9 +30,10 @@ def _dots(rng, draw, n, bg, dot):
     r1 = rng.uniform(0.28, 0.4) * pitch if graded else r0
     axis = rng.integers(4)              # which edge the LED sits on
     ca, sa = np.cos(angle), np.sin(angle)
-    k = int(n / pitch) + 4
-    for j in range(-2, k):
-        for i in range(-2, k):
+    # Enough rows and columns to cover the plate after rotation (staggered rows are closer).
+    k = int(n / (0.85 * pitch)) + 4
+    for j in range(-3, k):
+        for i in range(-3, k):
             gx = (i + (0.5 if staggered and j % 2 else 0.0)) * pitch
             gy = j * pitch * (0.866 if staggered else 1.0)
             x = ca * gx - sa * gy

@@ -125,13 +125,17 @@ fn huge_jpeg_is_decoded_downscaled() {
     );
     assert!(peak < FULL_RGB / 3, "inspect peaked at {peak} bytes");
 
-    // Above the limit and not a JPEG: refused before decoding, with the limit named.
+    // Above max_pixels and not a JPEG: decoded at full size (it cannot be decoded smaller),
+    // unless that would pass the allocation ceiling, which the error then names.
     let mut tiny = ImageLimits::default();
     tiny.max_pixels = 1000;
     let mut png = Vec::new();
     RgbImage::new(100, 100)
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .unwrap();
+    let d = decode_image(&ImageSource::Bytes(&png), "big.png", &tiny, 128).unwrap();
+    assert_eq!((d.image.width(), d.downscale), (100, 1));
+    tiny.max_alloc_bytes = 10_000;
     let e = decode_image(&ImageSource::Bytes(&png), "big.png", &tiny, 128).unwrap_err();
-    assert!(e.to_string().contains("max_pixels"), "{e}");
+    assert!(e.to_string().contains("max_alloc_bytes"), "{e}");
 }

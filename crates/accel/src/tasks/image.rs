@@ -58,9 +58,10 @@ impl<'a> From<&'a RgbImage> for ImageSource<'a> {
 pub struct ImageLimits {
     /// Largest file read into memory, in bytes. Default 256 MiB.
     pub max_file_bytes: u64,
-    /// Largest image decoded at full size, in pixels. Default 24 MP. A larger JPEG is decoded
+    /// Largest JPEG decoded at full size, in pixels. Default 24 MP. A larger JPEG is decoded
     /// downscaled by 1/2, 1/4 or 1/8 in the DCT domain (never held at full size), to the
-    /// smallest scale that still covers the model input; other formats are refused.
+    /// smallest scale that still covers the model input. Other formats cannot be decoded
+    /// smaller than stored: they are decoded at full size within `max_alloc_bytes`.
     pub max_pixels: u64,
     /// Ceiling for a decoder's own allocations, in bytes (`image::Limits::max_alloc`).
     /// Default 256 MiB.
@@ -112,7 +113,7 @@ fn decode_reason(format: ImageFormat, e: image::ImageError) -> String {
             format!("truncated {f} file: the data ends early")
         }
         E::Decoding(d) => format!("corrupt or truncated {f} file: {d}"),
-        E::Limits(l) => format!("too large to decode within accel's ImageLimits: {l}"),
+        E::Limits(l) => format!("too large to decode within ImageLimits::max_alloc_bytes: {l}"),
         E::Unsupported(u) => format!("{u}; accel reads {FORMATS}"),
         other => format!("cannot decode {f}: {other}"),
     }
@@ -211,19 +212,11 @@ fn decode_bytes(
         return Err(image_err(name, format!("has no pixels ({w}x{h})")));
     }
     let pixels = u64::from(w) * u64::from(h);
-    if pixels > limits.max_pixels {
-        if format == ImageFormat::Jpeg {
-            return decode_large_jpeg(bytes, (w, h), name, limits, min_side);
-        }
-        return Err(image_err(
-            name,
-            format!(
-                "{w}x{h} ({:.1} MP) is above the {:.1} MP limit for full-size decoding \
-                 (ImageLimits::max_pixels; only JPEGs are decoded downscaled); resize it first",
-                pixels as f64 / 1e6,
-                limits.max_pixels as f64 / 1e6
-            ),
-        ));
+    // Only JPEG can be decoded smaller than it is stored; other formats are decoded at full
+    // size as long as that fits max_alloc_bytes (checked below), since refusing them would
+    // leave the caller to do the same decode.
+    if pixels > limits.max_pixels && format == ImageFormat::Jpeg {
+        return decode_large_jpeg(bytes, (w, h), name, limits, min_side);
     }
     let mut decoder = reader()
         .into_decoder()
@@ -451,12 +444,20 @@ mod tests {
         let d = decode_image(&ImageSource::Bytes(&png), "x", &l, 128).unwrap();
         assert_eq!(d.image.as_raw(), img.as_raw());
         assert_eq!(d.downscale, 1);
-        let small = ImageLimits {
+        // Over max_pixels a PNG is still decoded (it cannot be decoded smaller)...
+        let few_pixels = ImageLimits {
             max_pixels: 100,
             ..ImageLimits::default()
         };
+        let d = decode_image(&ImageSource::Bytes(&png), "x", &few_pixels, 128).unwrap();
+        assert_eq!(d.image.as_raw(), img.as_raw());
+        // ...but not beyond the allocation ceiling.
+        let small = ImageLimits {
+            max_alloc_bytes: 1000,
+            ..ImageLimits::default()
+        };
         let e = decode_image(&ImageSource::Bytes(&png), "x", &small, 128).unwrap_err();
-        assert!(e.to_string().contains("max_pixels"), "{e}");
+        assert!(e.to_string().contains("max_alloc_bytes"), "{e}");
         // Cut short after the header: refused, no panic.
         let e = decode_image(&ImageSource::Bytes(&png[..60]), "x", &l, 128).unwrap_err();
         assert!(matches!(e, Error::Image { .. }), "{e}");
