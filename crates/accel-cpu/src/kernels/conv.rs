@@ -1,7 +1,7 @@
 //! Conv: packed-GEMM convolution (1x1 reads the input as B directly, k x k writes an im2col
 //! straight into packed panels) and a direct depthwise kernel.
 
-use super::gemm::{Bias, Epilogue, NR, PackedA, gemm_fill_b};
+use super::gemm::{Bias, Blocking, Epilogue, PackedA, gemm_fill_b};
 use super::{Images, float_input, spatial_2d, zeroed_output};
 use accel_core::ir::{Activation, Conv, Node};
 use accel_core::ops::{ResolvedWindow, resolve_window};
@@ -129,14 +129,15 @@ impl ConvKernel {
             && rw.strides == [1, 1]
             && rw.pads_begin == [0, 0]
             && rw.pads_end == [0, 0];
+        let nr = Blocking::active().nr;
         for gi in 0..g {
             let xg = &x[gi * icg * in_hw[0] * in_hw[1]..(gi + 1) * icg * in_hw[0] * in_hw[1]];
             let k = self.packed[gi].k;
             let fill = |pj: usize, panel: &mut [f32]| {
                 if plain {
-                    copy_panel(xg, k, pixels, pj, panel)
+                    copy_panel(xg, k, pixels, pj, nr, panel)
                 } else {
-                    im2col_panel(xg, icg, in_hw, rw, pj, panel)
+                    im2col_panel(xg, icg, in_hw, rw, pj, nr, panel)
                 }
             };
             let ep = Epilogue {
@@ -149,14 +150,16 @@ impl ConvKernel {
     }
 }
 
-/// Fills column panel `pj` of the im2col matrix in packed-B layout: row p = (channel, ky,
-/// kx), column = output pixel. `panel` arrives zeroed, so padding needs no writes.
+/// Fills column panel `pj` (`nr` wide) of the im2col matrix in packed-B layout: row p =
+/// (channel, ky, kx), column = output pixel. `panel` arrives zeroed, so padding needs no
+/// writes.
 fn im2col_panel(
     x: &[f32],
     channels: usize,
     in_hw: [usize; 2],
     rw: &ResolvedWindow,
     pj: usize,
+    nr: usize,
     panel: &mut [f32],
 ) {
     let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
@@ -165,31 +168,57 @@ fn im2col_panel(
     let (sh, sw) = (rw.strides[0] as isize, rw.strides[1] as isize);
     let (dh, dw) = (rw.dilations[0] as isize, rw.dilations[1] as isize);
     let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
-    let cols = NR.min(oh * ow - pj * NR);
-    // Top-left input coordinate of each pixel of this panel.
-    let mut origin = [(0isize, 0isize); NR];
-    for (j, o) in origin.iter_mut().enumerate().take(cols) {
-        let q = pj * NR + j;
-        *o = ((q / ow) as isize * sh - pt, (q % ow) as isize * sw - pl);
+    let cols = nr.min(oh * ow - pj * nr);
+    // The panel's pixels as runs along output rows: (first column, length, input y and x of
+    // the run's first window origin). A panel spans at most a few rows.
+    let mut runs = [(0usize, 0usize, 0isize, 0isize); 33];
+    let mut nruns = 0;
+    let mut j = 0;
+    while j < cols {
+        let q = pj * nr + j;
+        let (oy, ox) = (q / ow, q % ow);
+        let len = (ow - ox).min(cols - j);
+        runs[nruns] = (j, len, oy as isize * sh - pt, ox as isize * sw - pl);
+        nruns += 1;
+        j += len;
     }
-    // With stride 1 and all pixels of the panel on one output row, each (ky, kx) row of the
-    // panel is a contiguous run of the input row: copy it when it is fully inside.
-    let one_row = sw == 1 && cols == NR && origin[0].0 == origin[NR - 1].0;
+    let runs = &runs[..nruns];
     let mut p = 0;
     for ch in 0..channels {
         let plane = &x[ch * (ih * iw) as usize..(ch + 1) * (ih * iw) as usize];
         for ky in 0..kh as isize {
             for kx in 0..kw as isize {
-                let dst = &mut panel[p * NR..p * NR + cols];
-                let (y, x0) = (origin[0].0 + ky * dh, origin[0].1 + kx * dw);
-                if one_row && y >= 0 && y < ih && x0 >= 0 && x0 + NR as isize <= iw {
-                    let at = (y * iw + x0) as usize;
-                    dst.copy_from_slice(&plane[at..at + NR]);
-                } else {
-                    for (d, &(y0, x0)) in dst.iter_mut().zip(&origin) {
-                        let (y, xx) = (y0 + ky * dh, x0 + kx * dw);
-                        if y >= 0 && y < ih && xx >= 0 && xx < iw {
-                            *d = plane[(y * iw + xx) as usize];
+                let dst = &mut panel[p * nr..p * nr + cols];
+                for &(j0, len, y0, x0) in runs {
+                    let y = y0 + ky * dh;
+                    if y < 0 || y >= ih {
+                        continue; // padding rows stay zero
+                    }
+                    let row = &plane[(y * iw) as usize..((y + 1) * iw) as usize];
+                    let x0 = x0 + kx * dw;
+                    // Columns whose x = x0 + i * sw falls inside the row.
+                    let lo = if x0 < 0 {
+                        (-x0).div_euclid(sw) + ((-x0) % sw != 0) as isize
+                    } else {
+                        0
+                    };
+                    let hi = if x0 >= iw {
+                        0
+                    } else {
+                        ((iw - 1 - x0) / sw + 1).min(len as isize)
+                    };
+                    if lo >= hi {
+                        continue;
+                    }
+                    let (lo, hi) = (lo as usize, hi as usize);
+                    let out = &mut dst[j0 + lo..j0 + hi];
+                    let first = (x0 + lo as isize * sw) as usize;
+                    if sw == 1 {
+                        out.copy_from_slice(&row[first..first + (hi - lo)]);
+                    } else {
+                        let step = sw as usize;
+                        for (i, d) in out.iter_mut().enumerate() {
+                            *d = row[first + i * step];
                         }
                     }
                 }
@@ -199,12 +228,12 @@ fn im2col_panel(
     }
 }
 
-/// Column panel `pj` of a [k, n] row-major matrix (a 1x1 convolution's input).
-fn copy_panel(x: &[f32], k: usize, n: usize, pj: usize, panel: &mut [f32]) {
-    let cols = NR.min(n - pj * NR);
+/// Column panel `pj` (`nr` wide) of a [k, n] row-major matrix (a 1x1 convolution's input).
+fn copy_panel(x: &[f32], k: usize, n: usize, pj: usize, nr: usize, panel: &mut [f32]) {
+    let cols = nr.min(n - pj * nr);
     for p in 0..k {
-        let at = p * n + pj * NR;
-        panel[p * NR..p * NR + cols].copy_from_slice(&x[at..at + cols]);
+        let at = p * n + pj * nr;
+        panel[p * nr..p * nr + cols].copy_from_slice(&x[at..at + cols]);
     }
 }
 

@@ -1,55 +1,85 @@
 //! Packed single-precision GEMM: C = A·B with a fused epilogue (bias, activation).
 //!
-//! A is packed into panels of MR rows and B into panels of NR columns, each panel laid out
+//! A is packed into panels of `mr` rows and B into panels of `nr` columns, each panel laid out
 //! k-major so the micro-kernel streams both linearly. Weights are packed once at compile
 //! time; activations are packed per call (or written packed directly, see `conv`'s im2col).
-//! The micro-kernel is plain Rust over fixed-size arrays; compiled once for the baseline
-//! target and once with AVX2+FMA enabled, it vectorizes to 12 ymm accumulators.
+//! The register tile depends on the ISA chosen at start ([`Blocking`]): 8 x 32 on AVX-512F
+//! (16 zmm accumulators, hand-written), 6 x 16 on AVX2+FMA and on the portable path (plain
+//! Rust over fixed-size arrays that the compiler turns into 12 ymm accumulators, or 24 NEON
+//! registers on aarch64).
 
 use crate::isa::{self, Isa};
 use accel_core::ir::Activation;
 use rayon::prelude::*;
 
-pub const MR: usize = 6;
-pub const NR: usize = 16;
+/// Register tile of the micro-kernel: C is computed in `mr` x `nr` blocks, A is packed in
+/// panels of `mr` rows and B in panels of `nr` columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    pub mr: usize,
+    pub nr: usize,
+}
 
-/// A packed as ceil(m/MR) panels of [k][MR], zero-padded past m.
+/// The largest `mr * nr` of any ISA, for the stack tile.
+const MAX_TILE: usize = 8 * 32;
+
+impl Blocking {
+    pub fn of(isa: Isa) -> Blocking {
+        match isa {
+            Isa::Avx512 => Blocking { mr: 8, nr: 32 },
+            Isa::Avx2Fma | Isa::Portable => Blocking { mr: 6, nr: 16 },
+        }
+    }
+
+    /// The blocking of the active ISA; every packed matrix of this process uses it.
+    pub fn active() -> Blocking {
+        Blocking::of(isa::active())
+    }
+}
+
+/// A packed as ceil(m/mr) panels of [k][mr], zero-padded past m.
 #[derive(Clone, Debug)]
 pub struct PackedA {
     pub m: usize,
     pub k: usize,
+    mr: usize,
     data: Vec<f32>,
 }
 
-/// B packed as ceil(n/NR) panels of [k][NR], zero-padded past n.
+/// B packed as ceil(n/nr) panels of [k][nr], zero-padded past n.
 #[derive(Clone, Debug)]
 pub struct PackedB {
     pub k: usize,
     pub n: usize,
+    nr: usize,
     data: Vec<f32>,
 }
 
 impl PackedA {
     /// Packs A where element (i, p) is `a[i * rs + p * cs]`.
     pub fn pack(a: &[f32], m: usize, k: usize, rs: usize, cs: usize) -> PackedA {
-        let panels = m.div_ceil(MR);
-        let mut data = vec![0.0; panels * k * MR];
-        if k == 0 {
-            return PackedA { m, k, data };
-        }
-        for (pi, panel) in data.chunks_exact_mut(k * MR).enumerate() {
-            for i in 0..MR.min(m - pi * MR) {
-                let row = pi * MR + i;
-                for p in 0..k {
-                    panel[p * MR + i] = a[row * rs + p * cs];
+        let mr = Blocking::active().mr;
+        let mut data = vec![0.0; m.div_ceil(mr) * k * mr];
+        if k > 0 {
+            for (pi, panel) in data.chunks_exact_mut(k * mr).enumerate() {
+                for i in 0..mr.min(m - pi * mr) {
+                    let row = pi * mr + i;
+                    for p in 0..k {
+                        panel[p * mr + i] = a[row * rs + p * cs];
+                    }
                 }
             }
         }
-        PackedA { m, k, data }
+        PackedA { m, k, mr, data }
+    }
+
+    /// Bytes held by the packed panels.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
     }
 
     fn panel(&self, i: usize) -> &[f32] {
-        &self.data[i * self.k * MR..(i + 1) * self.k * MR]
+        &self.data[i * self.k * self.mr..(i + 1) * self.k * self.mr]
     }
 }
 
@@ -60,20 +90,20 @@ impl PackedB {
         if k == 0 {
             return pb;
         }
-        let k_ = pb.k;
+        let nr = pb.nr;
         pb.data
-            .par_chunks_exact_mut(k_ * NR)
+            .par_chunks_exact_mut(k * nr)
             .enumerate()
             .for_each(|(pj, panel)| {
-                let cols = NR.min(n - pj * NR);
+                let cols = nr.min(n - pj * nr);
                 for p in 0..k {
-                    let dst = &mut panel[p * NR..p * NR + cols];
+                    let dst = &mut panel[p * nr..p * nr + cols];
                     if cs == 1 {
-                        let at = p * rs + pj * NR;
+                        let at = p * rs + pj * nr;
                         dst.copy_from_slice(&b[at..at + cols]);
                     } else {
                         for (j, d) in dst.iter_mut().enumerate() {
-                            *d = b[p * rs + (pj * NR + j) * cs];
+                            *d = b[p * rs + (pj * nr + j) * cs];
                         }
                     }
                 }
@@ -81,22 +111,23 @@ impl PackedB {
         pb
     }
 
-    /// An all-zero packed B, to be filled panel by panel (e.g. by a packing im2col).
+    /// An all-zero packed B, to be filled panel by panel.
     pub fn zeroed(k: usize, n: usize) -> PackedB {
+        let nr = Blocking::active().nr;
         PackedB {
             k,
             n,
-            data: vec![0.0; n.div_ceil(NR) * k * NR],
+            nr,
+            data: vec![0.0; n.div_ceil(nr) * k * nr],
         }
     }
 
-    pub fn panels_mut(&mut self) -> std::slice::ChunksExactMut<'_, f32> {
-        let len = (self.k * NR).max(1);
-        self.data.chunks_exact_mut(len)
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
     }
 
     fn panel(&self, j: usize) -> &[f32] {
-        &self.data[j * self.k * NR..(j + 1) * self.k * NR]
+        &self.data[j * self.k * self.nr..(j + 1) * self.k * self.nr]
     }
 }
 
@@ -123,10 +154,14 @@ impl Epilogue<'_> {
     };
 }
 
-type Tile = [[f32; NR]; MR];
-
+/// acc (mr x nr, row-major) = A panel · B panel over k.
 #[inline(always)]
-fn tile_generic<const FMA: bool>(k: usize, a: &[f32], b: &[f32]) -> Tile {
+fn tile_generic<const MR: usize, const NR: usize, const FMA: bool>(
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+) {
     let mut acc = [[0.0f32; NR]; MR];
     for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(k) {
         for i in 0..MR {
@@ -139,22 +174,55 @@ fn tile_generic<const FMA: bool>(k: usize, a: &[f32], b: &[f32]) -> Tile {
             }
         }
     }
-    acc
+    for (o, row) in out.chunks_exact_mut(NR).zip(&acc) {
+        o.copy_from_slice(row);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn tile_avx2(k: usize, a: &[f32], b: &[f32]) -> Tile {
-    tile_generic::<true>(k, a, b)
+fn tile_avx2(k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+    tile_generic::<6, 16, true>(k, a, b, out)
+}
+
+/// 8 x 32 tile in 16 zmm accumulators: per k step two B vectors, eight broadcasts of A and
+/// sixteen FMAs, which keeps both FMA pipes of a Zen 4/5 or Xeon core busy.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn tile_avx512(k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(a.len() >= k * 8 && b.len() >= k * 32 && out.len() >= 8 * 32);
+    let mut acc = [_mm512_setzero_ps(); 16];
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    for p in 0..k {
+        // SAFETY: p < k and the lengths asserted above keep every read inside a and b.
+        unsafe {
+            let b0 = _mm512_loadu_ps(pb.add(p * 32));
+            let b1 = _mm512_loadu_ps(pb.add(p * 32 + 16));
+            for i in 0..8 {
+                let ai = _mm512_set1_ps(*pa.add(p * 8 + i));
+                acc[2 * i] = _mm512_fmadd_ps(ai, b0, acc[2 * i]);
+                acc[2 * i + 1] = _mm512_fmadd_ps(ai, b1, acc[2 * i + 1]);
+            }
+        }
+    }
+    for (i, v) in acc.iter().enumerate() {
+        // SAFETY: out holds 8 * 32 floats (asserted), and i * 16 + 16 <= 256.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(i * 16), *v) };
+    }
 }
 
 #[inline]
-fn tile(isa: Isa, k: usize, a: &[f32], b: &[f32]) -> Tile {
+fn tile(isa: Isa, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f.
+        Isa::Avx512 => unsafe { tile_avx512(k, a, b, out) },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
-        Isa::Avx2Fma => unsafe { tile_avx2(k, a, b) },
-        _ => tile_generic::<false>(k, a, b),
+        Isa::Avx2Fma => unsafe { tile_avx2(k, a, b, out) },
+        // aarch64 has FMA in its baseline (NEON fmla); elsewhere mul_add would be a libm call.
+        _ => tile_generic::<6, 16, { cfg!(target_arch = "aarch64") }>(k, a, b, out),
     }
 }
 
@@ -166,8 +234,9 @@ pub fn gemm(a: &PackedA, b: &PackedB, c: &mut [f32], ldc: usize, ep: Epilogue) {
 }
 
 /// C = A·B where B's column panels are produced on demand by `fill(panel_index, panel)` into
-/// a zeroed [k][NR] buffer, right before use: the panel is hot in L1 for every A panel, and
-/// no k x n copy of B is ever materialised (convolution's im2col works this way).
+/// a zeroed [k][nr] buffer (`nr` from [`Blocking::active`]), right before use: the panel is
+/// hot in L1 for every A panel, and no k x n copy of B is ever materialised (convolution's
+/// im2col works this way).
 pub fn gemm_fill_b(
     a: &PackedA,
     n: usize,
@@ -191,41 +260,58 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
     }
     assert!(c.len() >= (m - 1) * ldc + n, "gemm: C is too small");
     let isa = isa::active();
-    let (mp, np) = (m.div_ceil(MR), n.div_ceil(NR));
+    let Blocking { mr, nr } = Blocking::of(isa);
+    assert_eq!(a.mr, mr, "gemm: A was packed for another ISA");
+    if let PanelSource::Packed(b) = &src {
+        assert_eq!(b.nr, nr, "gemm: B was packed for another ISA");
+    }
+    let (mp, np) = (m.div_ceil(mr), n.div_ceil(nr));
+    let threads = rayon::current_num_threads();
+    let parallel = threads > 1 && m * n * k >= 1 << 15;
+    // Few column panels (small images, ConvTranspose's first layers): split the rows too, so
+    // every thread has work. A filled panel is then filled once per row chunk.
+    let row_chunks = if parallel && np < 2 * threads {
+        (2 * threads).div_ceil(np).min(mp)
+    } else {
+        1
+    };
+    let rows_per_chunk = mp.div_ceil(row_chunks);
     let c_ptr = SyncPtr(c.as_mut_ptr());
-    // One column panel of B against every A panel.
-    let run_column = |tj: usize, scratch: &mut Vec<f32>| {
+    let task = |t: usize, scratch: &mut Vec<f32>| {
+        let (tj, chunk) = (t / row_chunks, t % row_chunks);
         let b_panel: &[f32] = match &src {
             PanelSource::Packed(b) => b.panel(tj),
             PanelSource::Fill(fill) => {
                 scratch.clear();
-                scratch.resize(k * NR, 0.0);
+                scratch.resize(k * nr, 0.0);
                 fill(tj, scratch);
                 scratch
             }
         };
-        let cols = NR.min(n - tj * NR);
-        for ti in 0..mp {
-            let acc = tile(isa, k, a.panel(ti), b_panel);
-            let rows = MR.min(m - ti * MR);
-            for (i, acc_row) in acc.iter().enumerate().take(rows) {
-                let r = ti * MR + i;
-                // SAFETY: each (ti, tj) tile owns rows ti*MR.. and columns tj*NR.. of C, which
-                // are in bounds (asserted above) and written by no other tile.
+        let cols = nr.min(n - tj * nr);
+        let mut acc = [0.0f32; MAX_TILE];
+        for ti in chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(mp) {
+            tile(isa, k, a.panel(ti), b_panel, &mut acc[..mr * nr]);
+            let rows = mr.min(m - ti * mr);
+            for (i, acc_row) in acc.chunks_exact(nr).take(rows).enumerate() {
+                let r = ti * mr + i;
+                // SAFETY: each (ti, tj) tile owns rows ti*mr.. and columns tj*nr.. of C, which
+                // are in bounds (asserted above) and written by no other task.
                 let out = unsafe {
-                    std::slice::from_raw_parts_mut(c_ptr.get().add(r * ldc + tj * NR), cols)
+                    std::slice::from_raw_parts_mut(c_ptr.get().add(r * ldc + tj * nr), cols)
                 };
-                store_row(out, &acc_row[..cols], r, tj * NR, ep);
+                store_row(out, &acc_row[..cols], r, tj * nr, ep);
             }
         }
     };
-    if np >= 2 && rayon::current_num_threads() > 1 && m * n * k >= 1 << 15 {
-        (0..np)
+    let tasks = np * row_chunks;
+    if parallel && tasks >= 2 {
+        (0..tasks)
             .into_par_iter()
-            .for_each_init(Vec::new, |scratch, tj| run_column(tj, scratch));
+            .for_each_init(Vec::new, |scratch, t| task(t, scratch));
     } else {
         let mut scratch = Vec::new();
-        (0..np).for_each(|tj| run_column(tj, &mut scratch));
+        (0..tasks).for_each(|t| task(t, &mut scratch));
     }
 }
 

@@ -11,8 +11,8 @@ use accel_core::{Error, Result, Tensor};
 struct DirWeights {
     /// W^T packed as B: [input, 4H].
     w: PackedB,
-    /// R transposed, [H, 4H], for the per-step R·h.
-    r_t: Vec<f32>,
+    /// R for the per-step R·h, packed in column blocks (see `pack_recurrent`).
+    r: RecurrentWeights,
     /// Wb + Rb, [4H].
     bias: Vec<f32>,
 }
@@ -70,7 +70,7 @@ impl LstmKernel {
                 let bd = &bv[d * 8 * h..(d + 1) * 8 * h];
                 DirWeights {
                     w: PackedB::pack(wd, input, 4 * h, 1, input),
-                    r_t: transpose_rows(&rv[d * 4 * h * h..(d + 1) * 4 * h * h], 4 * h, h),
+                    r: RecurrentWeights::pack(&rv[d * 4 * h * h..(d + 1) * 4 * h * h], h),
                     bias: (0..4 * h).map(|j| bd[j] + bd[4 * h + j]).collect(),
                 }
             })
@@ -171,7 +171,7 @@ impl LstmKernel {
             let mut cs = c0[d * batch * h..(d + 1) * batch * h].to_vec();
             let rec = Recurrence {
                 attrs: &self.attrs,
-                r_t: &dw.r_t,
+                r: &dw.r,
                 proj: &proj,
                 batch,
                 lens: &lens,
@@ -214,7 +214,7 @@ impl LstmKernel {
 /// The sequential part of one direction: gates = proj[t] + R·h, then the cell update.
 struct Recurrence<'a> {
     attrs: &'a Lstm,
-    r_t: &'a [f32],
+    r: &'a RecurrentWeights,
     proj: &'a [f32],
     batch: usize,
     lens: &'a [usize],
@@ -225,15 +225,25 @@ impl Recurrence<'_> {
     fn run(&self, y: &mut [f32], hs: &mut [f32], cs: &mut [f32]) {
         match isa::active() {
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f, avx2
+            // and fma.
+            Isa::Avx512 => unsafe { self.run_avx512(y, hs, cs) },
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
             Isa::Avx2Fma => unsafe { self.run_avx2(y, hs, cs) },
-            _ => self.run_generic::<false>(y, hs, cs),
+            _ => self.run_generic::<{ cfg!(target_arch = "aarch64") }>(y, hs, cs),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     fn run_avx2(&self, y: &mut [f32], hs: &mut [f32], cs: &mut [f32]) {
+        self.run_generic::<true>(y, hs, cs)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn run_avx512(&self, y: &mut [f32], hs: &mut [f32], cs: &mut [f32]) {
         self.run_generic::<true>(y, hs, cs)
     }
 
@@ -252,7 +262,7 @@ impl Recurrence<'_> {
                 };
                 let at = (t * batch + b) * 4 * h;
                 gates.copy_from_slice(&self.proj[at..at + 4 * h]);
-                add_recurrent::<FMA>(&mut gates, self.r_t, hb);
+                self.r.add_product::<FMA>(&mut gates, hb);
                 cell(self.attrs, &mut gates, hb, cb);
                 y[(t * batch + b) * h..(t * batch + b + 1) * h].copy_from_slice(hb);
             }
@@ -287,24 +297,79 @@ fn cell(attrs: &Lstm, gates: &mut [f32], hb: &mut [f32], cb: &mut [f32]) {
     }
 }
 
-/// gates += R·h with R stored transposed ([H][4H]): one axpy per hidden unit, no horizontal
-/// sums, so it vectorizes fully.
-#[inline(always)]
-fn add_recurrent<const FMA: bool>(gates: &mut [f32], r_t: &[f32], hb: &[f32]) {
-    for (&hk, row) in hb.iter().zip(r_t.chunks_exact(gates.len())) {
-        for (g, &r) in gates.iter_mut().zip(row) {
-            *g = if FMA { r.mul_add(hk, *g) } else { r * hk + *g };
-        }
+/// Columns of the gate vector one register block of `add_product` covers: 8 zmm or 8 ymm
+/// accumulators, enough independent FMA chains to hide their latency.
+fn recurrent_block() -> usize {
+    match isa::active() {
+        Isa::Avx512 => 128,
+        _ => 64,
     }
 }
 
-/// [rows, cols] row-major -> [cols, rows].
-fn transpose_rows(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0.0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = m[r * cols + c];
+/// R ([4H, H], row j = gate unit j) laid out as column blocks of the gate vector: block b
+/// holds, for every hidden unit k, R[b*B .. b*B+B, k] contiguously, so the per-step product
+/// streams it once with the accumulators in registers.
+struct RecurrentWeights {
+    hidden: usize,
+    block: usize,
+    data: Vec<f32>,
+}
+
+impl RecurrentWeights {
+    fn pack(r: &[f32], hidden: usize) -> RecurrentWeights {
+        let gates = 4 * hidden;
+        let block = recurrent_block().min(gates);
+        let blocks = gates.div_ceil(block);
+        let mut data = vec![0.0f32; blocks * hidden * block];
+        for b in 0..blocks {
+            for k in 0..hidden {
+                for j in 0..block.min(gates - b * block) {
+                    data[(b * hidden + k) * block + j] = r[(b * block + j) * hidden + k];
+                }
+            }
+        }
+        RecurrentWeights {
+            hidden,
+            block,
+            data,
         }
     }
-    t
+
+    /// gates += R·h.
+    #[inline(always)]
+    fn add_product<const FMA: bool>(&self, gates: &mut [f32], hb: &[f32]) {
+        match self.block {
+            128 => self.add_blocks::<128, FMA>(gates, hb),
+            64 => self.add_blocks::<64, FMA>(gates, hb),
+            _ => self.add_blocks_any::<FMA>(gates, hb),
+        }
+    }
+
+    #[inline(always)]
+    fn add_blocks<const B: usize, const FMA: bool>(&self, gates: &mut [f32], hb: &[f32]) {
+        let h = self.hidden;
+        for (gb, wb) in gates.chunks_mut(B).zip(self.data.chunks_exact(h * B)) {
+            let mut acc = [0.0f32; B];
+            for (&hk, w) in hb.iter().zip(wb.chunks_exact(B)) {
+                for j in 0..B {
+                    acc[j] = if FMA {
+                        w[j].mul_add(hk, acc[j])
+                    } else {
+                        w[j] * hk + acc[j]
+                    };
+                }
+            }
+            gb.iter_mut().zip(&acc).for_each(|(g, a)| *g += a);
+        }
+    }
+
+    /// Gate vectors shorter than one block (hidden sizes below 16 or 32).
+    fn add_blocks_any<const FMA: bool>(&self, gates: &mut [f32], hb: &[f32]) {
+        let b = self.block;
+        for (&hk, w) in hb.iter().zip(self.data.chunks_exact(b)) {
+            for (g, &r) in gates.iter_mut().zip(w) {
+                *g = if FMA { r.mul_add(hk, *g) } else { r * hk + *g };
+            }
+        }
+    }
 }

@@ -30,12 +30,30 @@ pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
     if out.is_empty() {
         return Tensor::from_vec(shape, out);
     }
+    // 2x2 windows at stride 2 without padding (the CRNN's pools): whole rows at a time.
+    let pairs =
+        max && kh == 2 && kw == 2 && sh == 2 && sw == 2 && dh == 1 && dw == 1 && pt == 0 && pl == 0;
     out.par_chunks_mut(oh * ow)
         .enumerate()
         .for_each(|(plane_idx, o)| {
             let plane = &xv[plane_idx * (ih * iw) as usize..(plane_idx + 1) * (ih * iw) as usize];
+            // Rows and columns whose windows lie inside the input; ceil_mode's overhang, if
+            // any, goes through the general loop below.
+            let (fast_rows, fast_cols) = if pairs {
+                ((ih as usize / 2).min(oh), (iw as usize / 2).min(ow))
+            } else {
+                (0, 0)
+            };
+            for oy in 0..fast_rows {
+                let r0 = &plane[2 * oy * iw as usize..][..2 * fast_cols];
+                let r1 = &plane[(2 * oy + 1) * iw as usize..][..2 * fast_cols];
+                max_2x2_row(r0, r1, &mut o[oy * ow..oy * ow + fast_cols]);
+            }
             for oy in 0..oh as isize {
                 for ox in 0..ow as isize {
+                    if (oy as usize) < fast_rows && (ox as usize) < fast_cols {
+                        continue;
+                    }
                     let (y0, x0) = (oy * sh - pt, ox * sw - pl);
                     let inside =
                         y0 >= 0 && x0 >= 0 && y0 + (kh - 1) * dh < ih && x0 + (kw - 1) * dw < iw;
@@ -93,4 +111,21 @@ pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
             }
         });
     Tensor::from_vec(shape, out)
+}
+
+/// NaN-propagating max, branch-free so row loops vectorize.
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a > b || a.is_nan() { a } else { b }
+}
+
+/// out[x] = max of r0[2x], r0[2x+1], r1[2x], r1[2x+1].
+fn max_2x2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
+    for ((o, a), b) in out
+        .iter_mut()
+        .zip(r0.chunks_exact(2))
+        .zip(r1.chunks_exact(2))
+    {
+        *o = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
+    }
 }

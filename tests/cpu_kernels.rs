@@ -1,0 +1,413 @@
+//! Every optimized CPU kernel against a plain reference implementation of the same node
+//! (`reference.rs`: the ONNX definitions as loops, f64 sums), on shapes drawn at random each run (odd sizes that fill no SIMD register or tile
+//! included) with fresh random weights and inputs. Tolerance: 1e-4 relative to the output's
+//! magnitude. The ISA under test is the detected one; scripts/test.sh runs this file again
+//! with `ACCEL_CPU_ISA=avx2` and `=portable` so every kernel family is checked.
+
+use accel_core::ir::{
+    Activation, AutoPad, Conv, ConvTranspose, Dim, Direction, Gemm, Graph, Lstm, Node, Op, Pool,
+    ValueInfo, Window,
+};
+use accel_core::{Backend, CompileOptions, DType, Tensor};
+use accel_cpu::CpuBackend;
+use accel_tests::random_f32;
+use rand::RngExt;
+use std::sync::Arc;
+
+mod reference;
+use reference::{ConvParams, Nchw};
+
+const CASES: usize = 40;
+
+fn rng_usize(lo: usize, hi: usize) -> usize {
+    rand::rng().random_range(lo..=hi)
+}
+
+fn activation() -> Option<Activation> {
+    match rng_usize(0, 3) {
+        0 => None,
+        1 => Some(Activation::Relu),
+        2 => Some(Activation::Clip { min: 0.0, max: 6.0 }),
+        _ => Some(Activation::Sigmoid),
+    }
+}
+
+fn tensor((data, shape): (Vec<f32>, Vec<usize>)) -> Tensor {
+    Tensor::from_vec(shape, data).expect("reference shape")
+}
+
+fn nchw(t: &Tensor) -> Nchw<'_> {
+    let s = t.shape();
+    Nchw {
+        data: t.as_slice::<f32>().unwrap(),
+        shape: [s[0], s[1], s[2], s[3]],
+    }
+}
+
+fn f32s(t: &Option<Tensor>) -> Option<&[f32]> {
+    t.as_ref().map(|t| t.as_slice::<f32>().unwrap())
+}
+
+/// One node reading input "x" (and constants), compiled on the CPU backend with 1 and 2
+/// threads, whose outputs must match `want`.
+fn check(what: &str, op: Op, x: Tensor, consts: Vec<(&str, Option<Tensor>)>, want: Vec<Tensor>) {
+    let outputs = want.len();
+    let mut inputs = vec!["x".to_string()];
+    inputs.extend(consts.iter().map(|(n, t)| {
+        if t.is_some() {
+            n.to_string()
+        } else {
+            String::new()
+        }
+    }));
+    let node = Node {
+        name: what.into(),
+        op,
+        inputs,
+        outputs: (0..outputs).map(|i| format!("y{i}")).collect(),
+    };
+    let mut g = Graph {
+        opset: 17,
+        inputs: vec![ValueInfo::new(
+            "x",
+            DType::F32,
+            x.shape().iter().map(|&d| Dim::Known(d)).collect(),
+        )],
+        outputs: (0..outputs)
+            .map(|i| ValueInfo {
+                name: format!("y{i}"),
+                dtype: DType::F32,
+                shape: None,
+            })
+            .collect(),
+        nodes: vec![node.clone()],
+        ..Default::default()
+    };
+    for (n, t) in &consts {
+        if let Some(t) = t {
+            g.constants.insert(n.to_string(), Arc::new(t.clone()));
+        }
+    }
+    for threads in [1, 2] {
+        let exe = CpuBackend::new()
+            .compile(
+                &g,
+                &CompileOptions {
+                    threads: Some(threads),
+                    ..Default::default()
+                },
+            )
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let got = exe
+            .run(&[x.view()])
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        for (o, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.shape(), w.shape(), "{what} output {o}");
+            let (g, w) = (g.to_f32_vec().unwrap(), w.to_f32_vec().unwrap());
+            let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * scale,
+                    "{what} ({threads} threads) output {o}[{i}]: {a} vs reference {b} (scale {scale})"
+                );
+            }
+        }
+    }
+}
+
+fn window(k: [usize; 2], s: [usize; 2], d: [usize; 2], p: [usize; 4]) -> Window {
+    Window {
+        kernel_shape: k.to_vec(),
+        strides: s.to_vec(),
+        dilations: d.to_vec(),
+        pads: p.to_vec(),
+        auto_pad: AutoPad::NotSet,
+    }
+}
+
+#[test]
+fn conv_matches_reference_on_random_shapes() {
+    for case in 0..CASES {
+        let group = match case % 3 {
+            0 => 1,
+            1 => rng_usize(2, 3),
+            _ => 0, // depthwise, set below
+        };
+        let (icg, ocg, group) = if group == 0 {
+            (1, 1, rng_usize(2, 24))
+        } else {
+            (rng_usize(1, 9), rng_usize(1, 19), group)
+        };
+        let k = [rng_usize(1, 4), rng_usize(1, 4)];
+        let s = [rng_usize(1, 3), rng_usize(1, 3)];
+        let d = [rng_usize(1, 2), rng_usize(1, 2)];
+        let p = [
+            rng_usize(0, 2),
+            rng_usize(0, 2),
+            rng_usize(0, 2),
+            rng_usize(0, 2),
+        ];
+        let h = (k[0] - 1) * d[0] + 1 + rng_usize(0, 20);
+        let w = (k[1] - 1) * d[1] + 1 + rng_usize(0, 40);
+        let n = rng_usize(1, 2);
+        let x = random_f32(&[n, icg * group, h, w], -1.0, 1.0);
+        let wt = random_f32(&[ocg * group, icg, k[0], k[1]], -1.0, 1.0);
+        let bias = (case % 2 == 0).then(|| random_f32(&[ocg * group], -1.0, 1.0));
+        let what = format!(
+            "Conv x{:?} w{:?} strides {s:?} dilations {d:?} pads {p:?} group {group}",
+            x.shape(),
+            wt.shape()
+        );
+        let params = ConvParams {
+            kernel: k,
+            strides: s,
+            dilations: d,
+            pads: p,
+            group,
+            activation: activation(),
+        };
+        let want = reference::conv(
+            &nchw(&x),
+            wt.as_slice().unwrap(),
+            f32s(&bias),
+            ocg * group,
+            &params,
+        );
+        let op = Op::Conv(Conv {
+            window: window(k, s, d, p),
+            group,
+            activation: params.activation,
+        });
+        check(
+            &what,
+            op,
+            x,
+            vec![("w", Some(wt)), ("b", bias)],
+            vec![tensor(want)],
+        );
+    }
+}
+
+#[test]
+fn conv_transpose_matches_reference_on_random_shapes() {
+    for case in 0..CASES {
+        let group = if case % 4 == 3 { 2 } else { 1 };
+        let (icg, ocg) = (rng_usize(1, 12), rng_usize(1, 9));
+        let k = [rng_usize(1, 4), rng_usize(1, 4)];
+        let s = [rng_usize(1, 3), rng_usize(1, 3)];
+        let p = [
+            rng_usize(0, k[0] - 1),
+            rng_usize(0, k[1] - 1),
+            rng_usize(0, k[0] - 1),
+            rng_usize(0, k[1] - 1),
+        ];
+        // Tall enough that the padding leaves at least one output row and column.
+        let h = rng_usize(1, 12) + (p[0] + p[2]).div_ceil(s[0]);
+        let w = rng_usize(1, 20) + (p[1] + p[3]).div_ceil(s[1]);
+        let x = random_f32(&[rng_usize(1, 2), icg * group, h, w], -1.0, 1.0);
+        let wt = random_f32(&[icg * group, ocg, k[0], k[1]], -1.0, 1.0);
+        let bias = (case % 2 == 0).then(|| random_f32(&[ocg * group], -1.0, 1.0));
+        let what = format!(
+            "ConvTranspose x{:?} w{:?} strides {s:?} pads {p:?} group {group}",
+            x.shape(),
+            wt.shape()
+        );
+        let params = ConvParams {
+            kernel: k,
+            strides: s,
+            dilations: [1, 1],
+            pads: p,
+            group,
+            activation: activation(),
+        };
+        let want =
+            reference::conv_transpose(&nchw(&x), wt.as_slice().unwrap(), f32s(&bias), ocg, &params);
+        let op = Op::ConvTranspose(ConvTranspose {
+            window: window(k, s, [1, 1], p),
+            group,
+            output_padding: vec![],
+            output_shape: None,
+            activation: params.activation,
+        });
+        check(
+            &what,
+            op,
+            x,
+            vec![("w", Some(wt)), ("b", bias)],
+            vec![tensor(want)],
+        );
+    }
+}
+
+#[test]
+fn matmul_and_gemm_match_reference_on_random_shapes() {
+    for _ in 0..CASES {
+        let (m, k, n) = (rng_usize(1, 70), rng_usize(1, 70), rng_usize(1, 70));
+        let batches = rng_usize(1, 3);
+        let x = random_f32(&[batches, m, k], -1.0, 1.0);
+        let b = random_f32(&[k, n], -1.0, 1.0);
+        let what = format!("MatMul x{:?} b{:?}", x.shape(), b.shape());
+        let (xv, bv) = (x.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+        let want: Vec<f32> = (0..batches)
+            .flat_map(|i| reference::matmul(&xv[i * m * k..(i + 1) * m * k], bv, m, k, n, false))
+            .collect();
+        let want = tensor((want, vec![batches, m, n]));
+        check(
+            &what,
+            Op::MatMul { activation: None },
+            x,
+            vec![("b", Some(b))],
+            vec![want],
+        );
+
+        let trans_b = rng_usize(0, 1) == 1;
+        let x = random_f32(&[m, k], -1.0, 1.0);
+        let b_shape = if trans_b { [n, k] } else { [k, n] };
+        let b = random_f32(&b_shape, -1.0, 1.0);
+        let c = random_f32(&[n], -1.0, 1.0);
+        let what = format!("Gemm x{:?} b{:?} trans_b {trans_b}", x.shape(), b.shape());
+        let act = activation();
+        let mut want = reference::matmul(
+            x.as_slice().unwrap(),
+            b.as_slice().unwrap(),
+            m,
+            k,
+            n,
+            trans_b,
+        );
+        let cv = c.as_slice::<f32>().unwrap();
+        for (i, v) in want.iter_mut().enumerate() {
+            *v += cv[i % n];
+            *v = act.map_or(*v, |a| a.apply(*v));
+        }
+        let op = Op::Gemm(Gemm {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b,
+            activation: act,
+        });
+        let want = tensor((want, vec![m, n]));
+        check(
+            &what,
+            op,
+            x,
+            vec![("b", Some(b)), ("c", Some(c))],
+            vec![want],
+        );
+    }
+}
+
+#[test]
+fn lstm_matches_reference_on_random_shapes() {
+    for case in 0..CASES {
+        let direction = [
+            Direction::Forward,
+            Direction::Reverse,
+            Direction::Bidirectional,
+        ][case % 3];
+        let nd = direction.num_directions();
+        let (h, input) = (rng_usize(1, 70), rng_usize(1, 40));
+        let (seq, batch) = (rng_usize(1, 12), rng_usize(1, 3));
+        let x = random_f32(&[seq, batch, input], -1.0, 1.0);
+        let w = random_f32(&[nd, 4 * h, input], -0.5, 0.5);
+        let r = random_f32(&[nd, 4 * h, h], -0.5, 0.5);
+        let b = random_f32(&[nd, 8 * h], -0.5, 0.5);
+        let what = format!("LSTM {direction:?} hidden {h} x{:?}", x.shape());
+        let [y, yh, yc] = reference::lstm(
+            x.as_slice().unwrap(),
+            seq,
+            batch,
+            input,
+            w.as_slice().unwrap(),
+            r.as_slice().unwrap(),
+            b.as_slice().unwrap(),
+            h,
+            direction,
+        );
+        let want = vec![
+            tensor((y, vec![seq, nd, batch, h])),
+            tensor((yh, vec![nd, batch, h])),
+            tensor((yc, vec![nd, batch, h])),
+        ];
+        let op = Op::Lstm(Lstm {
+            hidden_size: h,
+            direction,
+            clip: None,
+            input_forget: false,
+            layout: 0,
+        });
+        check(
+            &what,
+            op,
+            x,
+            vec![("w", Some(w)), ("r", Some(r)), ("b", Some(b))],
+            want,
+        );
+    }
+}
+
+#[test]
+fn pools_match_reference_on_random_shapes() {
+    for case in 0..CASES {
+        let max = case % 2 == 0;
+        // Every fourth case is the CRNN's 2x2 stride-2 pool, which has its own fast path.
+        let (k, s, p) = if case % 4 < 2 {
+            ([2, 2], [2, 2], [0; 4])
+        } else {
+            let k = [rng_usize(1, 3), rng_usize(1, 3)];
+            (
+                k,
+                [rng_usize(1, 3), rng_usize(1, 3)],
+                [
+                    rng_usize(0, k[0] - 1),
+                    rng_usize(0, k[1] - 1),
+                    rng_usize(0, k[0] - 1),
+                    rng_usize(0, k[1] - 1),
+                ],
+            )
+        };
+        let x = random_f32(
+            &[
+                rng_usize(1, 2),
+                rng_usize(1, 9),
+                k[0] + rng_usize(0, 15),
+                k[1] + rng_usize(0, 30),
+            ],
+            -1.0,
+            1.0,
+        );
+        let pool = Pool {
+            window: window(k, s, [1, 1], p),
+            ceil_mode: case % 3 == 0,
+            count_include_pad: case % 5 == 0,
+        };
+        let what = format!(
+            "{} x{:?} kernel {k:?} strides {s:?} pads {p:?} ceil {}",
+            if max { "MaxPool" } else { "AveragePool" },
+            x.shape(),
+            pool.ceil_mode
+        );
+        let params = ConvParams {
+            kernel: k,
+            strides: s,
+            dilations: [1, 1],
+            pads: p,
+            group: 1,
+            activation: None,
+        };
+        let want = reference::pool(
+            &nchw(&x),
+            max,
+            &params,
+            pool.ceil_mode,
+            pool.count_include_pad,
+        );
+        let op = if max {
+            Op::MaxPool(pool)
+        } else {
+            Op::AveragePool(pool)
+        };
+        check(&what, op, x, vec![], vec![tensor(want)]);
+    }
+}
