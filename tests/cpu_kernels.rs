@@ -188,6 +188,55 @@ fn conv_matches_reference_on_random_shapes() {
     }
 }
 
+/// MobileNet's depthwise 3x3 at stride 1 and 2 (a dedicated kernel), 'same' and asymmetric
+/// padding, planes from 1x1 to wider than two register blocks.
+#[test]
+fn depthwise_3x3_matches_reference_on_random_shapes() {
+    for case in 0..CASES {
+        let stride = 1 + case % 2;
+        let channels = rng_usize(1, 20);
+        let p = [
+            rng_usize(0, 1),
+            rng_usize(0, 1),
+            rng_usize(0, 2),
+            rng_usize(0, 2),
+        ];
+        let h = rng_usize(3 - p[0] - p[2].min(1), 20);
+        let w = rng_usize(3 - p[1] - p[3].min(1), 70);
+        let x = random_f32(&[rng_usize(1, 2), channels, h, w], -1.0, 1.0);
+        let wt = random_f32(&[channels, 1, 3, 3], -1.0, 1.0);
+        let bias = Some(random_f32(&[channels], -1.0, 1.0));
+        let params = ConvParams {
+            kernel: [3, 3],
+            strides: [stride; 2],
+            dilations: [1, 1],
+            pads: p,
+            group: channels,
+            activation: activation(),
+        };
+        let what = format!("depthwise 3x3 x{:?} stride {stride} pads {p:?}", x.shape());
+        let want = reference::conv(
+            &nchw(&x),
+            wt.as_slice().unwrap(),
+            f32s(&bias),
+            channels,
+            &params,
+        );
+        let op = Op::Conv(Conv {
+            window: window([3, 3], [stride; 2], [1, 1], p),
+            group: channels,
+            activation: params.activation,
+        });
+        check(
+            &what,
+            op,
+            x,
+            vec![("w", Some(wt)), ("b", bias)],
+            vec![tensor(want)],
+        );
+    }
+}
+
 #[test]
 fn conv_transpose_matches_reference_on_random_shapes() {
     for case in 0..CASES {

@@ -3,6 +3,7 @@
 
 use super::gemm::{Bias, Blocking, Epilogue, PackedA, gemm_fill_b};
 use super::{Images, float_input, spatial_2d, zeroed_output};
+use crate::isa::{self, Isa};
 use accel_core::ir::{Activation, Conv, Node};
 use accel_core::ops::{ResolvedWindow, resolve_window};
 use accel_core::{Error, Result, Tensor};
@@ -237,7 +238,8 @@ fn copy_panel(x: &[f32], k: usize, n: usize, pj: usize, nr: usize, panel: &mut [
     }
 }
 
-/// One filter per channel: out[c] = act(bias[c] + sum_k w[c,k] * x[c, window]).
+/// One filter per channel: out[c] = act(bias[c] + sum_k w[c,k] * x[c, window]). Channels are
+/// spread over the thread pool; each runs the row loops below compiled for the active ISA.
 #[allow(clippy::too_many_arguments)]
 fn depthwise(
     x: &[f32],
@@ -249,60 +251,237 @@ fn depthwise(
     rw: &ResolvedWindow,
     act: Option<Activation>,
 ) {
-    let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
     let (oh, ow) = (rw.output[0], rw.output[1]);
-    let (ih, iw) = (in_hw[0], in_hw[1]);
-    let (sh, sw) = (rw.strides[0], rw.strides[1]);
-    let (dh, dw) = (rw.dilations[0], rw.dilations[1]);
-    let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
+    let isa = isa::active();
     out.par_chunks_mut(oh * ow)
         .enumerate()
         .take(channels)
         .for_each(|(c, o)| {
-            let plane = &x[c * ih * iw..(c + 1) * ih * iw];
-            let wc = &w[c * kh * kw..(c + 1) * kh * kw];
-            o.fill(bias[c]);
+            let job = DepthwiseChannel {
+                x,
+                w,
+                bias,
+                in_hw,
+                rw,
+                act,
+                c,
+            };
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f.
+                Isa::Avx512 => unsafe { job.run_avx512(o) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
+                Isa::Avx2Fma => unsafe { job.run_avx2(o) },
+                _ => job.run(o),
+            }
+        });
+}
+
+struct DepthwiseChannel<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    bias: &'a [f32],
+    in_hw: [usize; 2],
+    rw: &'a ResolvedWindow,
+    act: Option<Activation>,
+    c: usize,
+}
+
+impl DepthwiseChannel<'_> {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn run_avx2(&self, o: &mut [f32]) {
+        self.run(o)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn run_avx512(&self, o: &mut [f32]) {
+        self.run(o)
+    }
+
+    #[inline(always)]
+    fn run(&self, o: &mut [f32]) {
+        let DepthwiseChannel {
+            x,
+            w,
+            bias,
+            in_hw,
+            rw,
+            act,
+            c,
+        } = *self;
+        let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
+        let (oh, ow) = (rw.output[0], rw.output[1]);
+        let (ih, iw) = (in_hw[0], in_hw[1]);
+        let (sh, sw) = (rw.strides[0], rw.strides[1]);
+        let (dh, dw) = (rw.dilations[0], rw.dilations[1]);
+        let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
+        let plane = &x[c * ih * iw..(c + 1) * ih * iw];
+        if kh == 3 && kw == 3 && dh == 1 && dw == 1 && sh == sw && (sh == 1 || sh == 2) {
+            let wc: &[f32; 9] = w[c * 9..c * 9 + 9].try_into().expect("9 taps");
+            let geom = Geometry3x3 { ih, iw, ow, pt, pl };
             for oy in 0..oh {
                 let orow = &mut o[oy * ow..(oy + 1) * ow];
-                for ky in 0..kh {
-                    let y = (oy * sh) as isize - pt + (ky * dh) as isize;
-                    if y < 0 || y >= ih as isize {
-                        continue;
-                    }
-                    let irow = &plane[y as usize * iw..(y as usize + 1) * iw];
-                    for kx in 0..kw {
-                        let wt = wc[ky * kw + kx];
-                        let off = (kx * dw) as isize - pl;
-                        // Valid ox: 0 <= ox*sw + off < iw.
-                        // Padding wider than the output leaves no valid ox at all.
-                        let lo = if off < 0 {
-                            ((-off) as usize).div_ceil(sw).min(ow)
-                        } else {
-                            0
-                        };
-                        let hi = if (iw as isize) > off {
-                            (((iw as isize - off) as usize).div_ceil(sw)).min(ow)
-                        } else {
-                            0
-                        };
-                        if lo >= hi {
-                            continue;
-                        }
-                        if sw == 1 {
-                            let start = (lo as isize + off) as usize;
-                            for (ov, &iv) in orow[lo..hi.max(lo)].iter_mut().zip(&irow[start..]) {
-                                *ov += wt * iv;
-                            }
-                        } else {
-                            for ox in lo..hi {
-                                orow[ox] += wt * irow[(ox as isize * sw as isize + off) as usize];
-                            }
-                        }
-                    }
+                if sh == 1 {
+                    depthwise_3x3_row::<1>(plane, wc, bias[c], &geom, oy, orow);
+                } else {
+                    depthwise_3x3_row::<2>(plane, wc, bias[c], &geom, oy, orow);
                 }
             }
             if let Some(a) = act {
                 super::activation::apply_slice(a, o);
             }
-        });
+            return;
+        }
+        let wc = &w[c * kh * kw..(c + 1) * kh * kw];
+        o.fill(bias[c]);
+        for oy in 0..oh {
+            let orow = &mut o[oy * ow..(oy + 1) * ow];
+            for ky in 0..kh {
+                let y = (oy * sh) as isize - pt + (ky * dh) as isize;
+                if y < 0 || y >= ih as isize {
+                    continue;
+                }
+                let irow = &plane[y as usize * iw..(y as usize + 1) * iw];
+                for kx in 0..kw {
+                    let wt = wc[ky * kw + kx];
+                    let off = (kx * dw) as isize - pl;
+                    // Valid ox: 0 <= ox*sw + off < iw.
+                    // Padding wider than the output leaves no valid ox at all.
+                    let lo = if off < 0 {
+                        ((-off) as usize).div_ceil(sw).min(ow)
+                    } else {
+                        0
+                    };
+                    let hi = if (iw as isize) > off {
+                        (((iw as isize - off) as usize).div_ceil(sw)).min(ow)
+                    } else {
+                        0
+                    };
+                    if lo >= hi {
+                        continue;
+                    }
+                    if sw == 1 {
+                        let start = (lo as isize + off) as usize;
+                        for (ov, &iv) in orow[lo..hi.max(lo)].iter_mut().zip(&irow[start..]) {
+                            *ov += wt * iv;
+                        }
+                    } else {
+                        for ox in lo..hi {
+                            orow[ox] += wt * irow[(ox as isize * sw as isize + off) as usize];
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(a) = act {
+            super::activation::apply_slice(a, o);
+        }
+    }
+}
+
+/// Sizes a 3x3 depthwise row needs: input plane, output width, top and left padding.
+struct Geometry3x3 {
+    ih: usize,
+    iw: usize,
+    ow: usize,
+    pt: isize,
+    pl: isize,
+}
+
+/// One output row of a 3x3 depthwise filter at stride S: the interior (all nine taps inside
+/// the input) 16 pixels at a time with the sums in registers, the borders pixel by pixel.
+#[inline(always)]
+fn depthwise_3x3_row<const S: usize>(
+    plane: &[f32],
+    w: &[f32; 9],
+    bias: f32,
+    g: &Geometry3x3,
+    oy: usize,
+    out: &mut [f32],
+) {
+    let (ih, iw) = (g.ih as isize, g.iw as isize);
+    let y0 = (oy * S) as isize - g.pt;
+    let pixel = |ox: usize| {
+        let x0 = (ox * S) as isize - g.pl;
+        let mut acc = bias;
+        for ky in 0..3 {
+            let y = y0 + ky as isize;
+            if y < 0 || y >= ih {
+                continue;
+            }
+            for kx in 0..3 {
+                let xx = x0 + kx as isize;
+                if xx >= 0 && xx < iw {
+                    acc += w[ky * 3 + kx] * plane[(y * iw + xx) as usize];
+                }
+            }
+        }
+        acc
+    };
+    // Interior columns: x0 = ox*S - pl >= 0 and x0 + 2 < iw.
+    let lo = (g.pl.max(0) as usize).div_ceil(S).min(g.ow);
+    let hi = if iw - 3 + g.pl >= 0 {
+        (((iw - 3 + g.pl) as usize) / S + 1).clamp(lo, g.ow)
+    } else {
+        lo
+    };
+    if lo >= hi {
+        out.iter_mut()
+            .enumerate()
+            .for_each(|(ox, o)| *o = pixel(ox));
+        return;
+    }
+    for (ox, o) in out[..lo].iter_mut().enumerate() {
+        *o = pixel(ox);
+    }
+    // Input rows of the three taps; rows in the padding contribute nothing.
+    let rows: [Option<&[f32]>; 3] = std::array::from_fn(|ky| {
+        let y = y0 + ky as isize;
+        (y >= 0 && y < ih).then(|| &plane[y as usize * g.iw..(y as usize + 1) * g.iw])
+    });
+    let x_lo = (lo * S) as isize - g.pl;
+    let x_lo = x_lo as usize;
+    let mut chunks = out[lo..hi].chunks_exact_mut(16);
+    for (ci, chunk) in (&mut chunks).enumerate() {
+        let x0 = x_lo + ci * 16 * S;
+        let mut acc = [bias; 16];
+        for (ky, row) in rows.iter().enumerate() {
+            let Some(row) = row else { continue };
+            let r = &row[x0..x0 + 15 * S + 3];
+            for kx in 0..3 {
+                let wv = w[ky * 3 + kx];
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a += wv * r[j * S + kx];
+                }
+            }
+        }
+        chunk.copy_from_slice(&acc);
+    }
+    // The interior's last few pixels: one more block over a zero-padded copy of the rows'
+    // tails, so it stays vectorized; only `rest.len()` sums are kept.
+    let rest = chunks.into_remainder();
+    if !rest.is_empty() {
+        let x0 = x_lo + (hi - lo - rest.len()) * S;
+        let mut acc = [bias; 16];
+        for (ky, row) in rows.iter().enumerate() {
+            let Some(row) = row else { continue };
+            let mut buf = [0.0f32; 16 * 2 + 2];
+            let avail = (row.len() - x0).min(buf.len());
+            buf[..avail].copy_from_slice(&row[x0..x0 + avail]);
+            for kx in 0..3 {
+                let wv = w[ky * 3 + kx];
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a += wv * buf[j * S + kx];
+                }
+            }
+        }
+        let n = rest.len();
+        rest.copy_from_slice(&acc[..n]);
+    }
+    for (i, o) in out[hi..].iter_mut().enumerate() {
+        *o = pixel(hi + i);
+    }
 }

@@ -212,20 +212,6 @@ fn tile_avx512(k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
-#[inline]
-fn tile(isa: Isa, k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f.
-        Isa::Avx512 => unsafe { tile_avx512(k, a, b, out) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
-        Isa::Avx2Fma => unsafe { tile_avx2(k, a, b, out) },
-        // aarch64 has FMA in its baseline (NEON fmla); elsewhere mul_add would be a libm call.
-        _ => tile_generic::<6, 16, { cfg!(target_arch = "aarch64") }>(k, a, b, out),
-    }
-}
-
 /// C (m x n, row stride ldc) = A·B, then the epilogue. Tiles are spread over the current
 /// rayon pool.
 pub fn gemm(a: &PackedA, b: &PackedB, c: &mut [f32], ldc: usize, ep: Epilogue) {
@@ -288,20 +274,27 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
                 scratch
             }
         };
-        let cols = nr.min(n - tj * nr);
-        let mut acc = [0.0f32; MAX_TILE];
-        for ti in chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(mp) {
-            tile(isa, k, a.panel(ti), b_panel, &mut acc[..mr * nr]);
-            let rows = mr.min(m - ti * mr);
-            for (i, acc_row) in acc.chunks_exact(nr).take(rows).enumerate() {
-                let r = ti * mr + i;
-                // SAFETY: each (ti, tj) tile owns rows ti*mr.. and columns tj*nr.. of C, which
-                // are in bounds (asserted above) and written by no other task.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(c_ptr.get().add(r * ldc + tj * nr), cols)
-                };
-                store_row(out, &acc_row[..cols], r, tj * nr, ep);
-            }
+        let job = ColumnTiles {
+            a,
+            b_panel,
+            tj,
+            nr,
+            tiles: chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(mp),
+            n,
+            c: c_ptr,
+            ldc,
+            ep,
+        };
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f.
+            Isa::Avx512 => unsafe { job.run_avx512() },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
+            Isa::Avx2Fma => unsafe { job.run_avx2() },
+            _ => job.run(|k, a, b, out| {
+                tile_generic::<6, 16, { cfg!(target_arch = "aarch64") }>(k, a, b, out)
+            }),
         }
     };
     let tasks = np * row_chunks;
@@ -312,6 +305,55 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
     } else {
         let mut scratch = Vec::new();
         (0..tasks).for_each(|t| task(t, &mut scratch));
+    }
+}
+
+/// Tiles `tiles` of one column panel: micro-kernel, then bias and activation on the way to
+/// C. Compiled once per ISA so the epilogue is vectorized as wide as the micro-kernel.
+struct ColumnTiles<'a> {
+    a: &'a PackedA,
+    b_panel: &'a [f32],
+    tj: usize,
+    nr: usize,
+    tiles: std::ops::Range<usize>,
+    n: usize,
+    c: SyncPtr,
+    ldc: usize,
+    ep: Epilogue<'a>,
+}
+
+impl ColumnTiles<'_> {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn run_avx512(&self) {
+        self.run(|k, a, b, out| tile_avx512(k, a, b, out))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn run_avx2(&self) {
+        self.run(|k, a, b, out| tile_avx2(k, a, b, out))
+    }
+
+    #[inline(always)]
+    fn run(&self, micro: impl Fn(usize, &[f32], &[f32], &mut [f32])) {
+        let (a, m, k, mr, nr) = (self.a, self.a.m, self.a.k, self.a.mr, self.nr);
+        let col0 = self.tj * nr;
+        let cols = nr.min(self.n - col0);
+        let mut acc = [0.0f32; MAX_TILE];
+        for ti in self.tiles.clone() {
+            micro(k, a.panel(ti), self.b_panel, &mut acc[..mr * nr]);
+            let rows = mr.min(m - ti * mr);
+            for (i, acc_row) in acc.chunks_exact(nr).take(rows).enumerate() {
+                let r = ti * mr + i;
+                // SAFETY: each (ti, tj) tile owns rows ti*mr.. and columns tj*nr.. of C, which
+                // are in bounds (asserted in gemm_panels) and written by no other task.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(self.c.get().add(r * self.ldc + col0), cols)
+                };
+                store_row(out, &acc_row[..cols], r, col0, self.ep);
+            }
+        }
     }
 }
 
