@@ -188,6 +188,47 @@ fn conv_matches_reference_on_random_shapes() {
     }
 }
 
+/// Stem convolutions (1 to 4 input channels, stride 1, one group) have a direct kernel.
+#[test]
+fn stem_conv_matches_reference_on_random_shapes() {
+    for _ in 0..CASES {
+        let (c, oc) = (rng_usize(1, 4), rng_usize(1, 37));
+        let k = [rng_usize(1, 5), rng_usize(1, 5)];
+        let p = [
+            rng_usize(0, 2),
+            rng_usize(0, 2),
+            rng_usize(0, 2),
+            rng_usize(0, 2),
+        ];
+        let (h, w) = (k[0] + rng_usize(0, 12), k[1] + rng_usize(0, 60));
+        let x = random_f32(&[rng_usize(1, 2), c, h, w], -1.0, 1.0);
+        let wt = random_f32(&[oc, c, k[0], k[1]], -1.0, 1.0);
+        let bias = Some(random_f32(&[oc], -1.0, 1.0));
+        let params = ConvParams {
+            kernel: k,
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: p,
+            group: 1,
+            activation: activation(),
+        };
+        let what = format!("stem Conv x{:?} w{:?} pads {p:?}", x.shape(), wt.shape());
+        let want = reference::conv(&nchw(&x), wt.as_slice().unwrap(), f32s(&bias), oc, &params);
+        let op = Op::Conv(Conv {
+            window: window(k, [1, 1], [1, 1], p),
+            group: 1,
+            activation: params.activation,
+        });
+        check(
+            &what,
+            op,
+            x,
+            vec![("w", Some(wt)), ("b", bias)],
+            vec![tensor(want)],
+        );
+    }
+}
+
 /// MobileNet's depthwise 3x3 at stride 1 and 2 (a dedicated kernel), 'same' and asymmetric
 /// padding, planes from 1x1 to wider than two register blocks.
 #[test]

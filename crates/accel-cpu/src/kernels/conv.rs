@@ -1,6 +1,7 @@
 //! Conv: packed-GEMM convolution (1x1 reads the input as B directly, k x k writes an im2col
 //! straight into packed panels) and a direct depthwise kernel.
 
+use super::conv_direct::{self, DirectConv};
 use super::gemm::{Bias, Blocking, Epilogue, PackedA, gemm_fill_b};
 use super::{Images, float_input, spatial_2d, zeroed_output};
 use crate::isa::{self, Isa};
@@ -18,6 +19,8 @@ pub struct ConvKernel {
     packed: Vec<PackedA>,
     /// Depthwise weights [C, kh*kw] when every group has one input and one output channel.
     depthwise: Option<Vec<f32>>,
+    /// Few input channels, one group: the direct kernel (used when stride and dilation are 1).
+    direct: Option<DirectConv>,
     bias: Vec<f32>,
 }
 
@@ -54,6 +57,12 @@ impl ConvKernel {
         let k = icg * kernel.iter().product::<usize>();
         let ocg = oc / g;
         let depthwise = (icg == 1 && ocg == 1 && g > 1).then(|| wv.to_vec());
+        let kernel_2d = if kernel.len() == 1 {
+            [1, kernel[0]]
+        } else {
+            [kernel[0], kernel[1]]
+        };
+        let direct = (g == 1 && icg <= 4).then(|| DirectConv::new(wv, oc, icg, kernel_2d));
         let packed = if depthwise.is_some() {
             vec![]
         } else {
@@ -78,6 +87,7 @@ impl ConvKernel {
             kernel,
             packed,
             depthwise,
+            direct,
             bias,
         })
     }
@@ -112,7 +122,12 @@ impl ConvKernel {
             let ob = &mut out[b * plane_out..(b + 1) * plane_out];
             match &self.depthwise {
                 Some(w) => depthwise(xb, w, &self.bias, ob, c, in_hw, &rw, self.attrs.activation),
-                None => self.grouped_gemm(xb, ob, in_hw, &rw),
+                None => match &self.direct {
+                    Some(d) if conv_direct::eligible(g, c, &rw) => {
+                        d.run(xb, in_hw, &rw, &self.bias, self.attrs.activation, ob)
+                    }
+                    _ => self.grouped_gemm(xb, ob, in_hw, &rw),
+                },
             }
         }
         let mut shape = vec![n, self.out_channels];
@@ -215,7 +230,7 @@ fn im2col_panel(
                     let out = &mut dst[j0 + lo..j0 + hi];
                     let first = (x0 + lo as isize * sw) as usize;
                     if sw == 1 {
-                        out.copy_from_slice(&row[first..first + (hi - lo)]);
+                        copy_run(out, &row[first..first + (hi - lo)]);
                     } else {
                         let step = sw as usize;
                         for (i, d) in out.iter_mut().enumerate() {
@@ -229,12 +244,27 @@ fn im2col_panel(
     }
 }
 
+/// dst = src. A panel-wide run (the common case) is a fixed-size copy the compiler inlines:
+/// a memmove call per 64- or 128-byte row costs as much as the copy.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) {
+        let d: &mut [f32; N] = dst.try_into().expect("run length");
+        *d = src.try_into().expect("run length");
+    }
+    match dst.len() {
+        32 => fixed::<32>(dst, src),
+        16 => fixed::<16>(dst, src),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Column panel `pj` (`nr` wide) of a [k, n] row-major matrix (a 1x1 convolution's input).
 fn copy_panel(x: &[f32], k: usize, n: usize, pj: usize, nr: usize, panel: &mut [f32]) {
     let cols = nr.min(n - pj * nr);
     for p in 0..k {
         let at = p * n + pj * nr;
-        panel[p * nr..p * nr + cols].copy_from_slice(&x[at..at + cols]);
+        copy_run(&mut panel[p * nr..p * nr + cols], &x[at..at + cols]);
     }
 }
 

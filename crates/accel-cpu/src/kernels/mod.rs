@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod conv;
+mod conv_direct;
 pub mod conv_transpose;
 pub mod gemm;
 pub mod lstm;

@@ -1,0 +1,239 @@
+//! Direct convolution for layers with few input channels (an RGB stem such as the CRNN's
+//! first conv): as a GEMM its K would be only c·kh·kw (27), so im2col copies as much as the
+//! micro-kernel computes. Here the input is copied once into a zero-padded buffer and every
+//! output row is computed 16 pixels by 4 output channels at a time, sums in registers.
+
+use super::activation::apply_slice;
+use crate::isa::{self, Isa};
+use accel_core::ir::Activation;
+use accel_core::ops::ResolvedWindow;
+use rayon::prelude::*;
+
+/// Output channels per register block.
+const OB: usize = 4;
+/// Output pixels per register block.
+const PX: usize = 16;
+
+/// Whether a conv is served by this kernel: one group, at most 4 input channels, stride and
+/// dilation 1.
+pub(crate) fn eligible(group: usize, in_channels: usize, rw: &ResolvedWindow) -> bool {
+    group == 1 && in_channels <= 4 && rw.strides == [1, 1] && rw.dilations == [1, 1]
+}
+
+/// Weights as [oc / OB][c][kh][kw][OB], output channels padded to a multiple of OB.
+pub(crate) struct DirectConv {
+    out_channels: usize,
+    in_channels: usize,
+    kernel: [usize; 2],
+    weights: Vec<f32>,
+}
+
+impl DirectConv {
+    /// `w` is [oc, c, kh, kw].
+    pub(crate) fn new(w: &[f32], oc: usize, c: usize, kernel: [usize; 2]) -> DirectConv {
+        let [kh, kw] = kernel;
+        let blocks = oc.div_ceil(OB);
+        let mut weights = vec![0.0f32; blocks * c * kh * kw * OB];
+        for o in 0..oc {
+            for ci in 0..c {
+                for t in 0..kh * kw {
+                    weights[((o / OB) * c * kh * kw + ci * kh * kw + t) * OB + o % OB] =
+                        w[(o * c + ci) * kh * kw + t];
+                }
+            }
+        }
+        DirectConv {
+            out_channels: oc,
+            in_channels: c,
+            kernel,
+            weights,
+        }
+    }
+
+    /// One image: x [c, ih, iw] -> out [oc, oh, ow].
+    pub(crate) fn run(
+        &self,
+        x: &[f32],
+        in_hw: [usize; 2],
+        rw: &ResolvedWindow,
+        bias: &[f32],
+        act: Option<Activation>,
+        out: &mut [f32],
+    ) {
+        let [kh, kw] = self.kernel;
+        let (oh, ow) = (rw.output[0], rw.output[1]);
+        let (pt, pl) = (rw.pads_begin[0], rw.pads_begin[1]);
+        // Padded so every block of PX outputs, the last one included, reads inside it.
+        let ph = oh + kh - 1;
+        let pw = (ow.div_ceil(PX) * PX + kw - 1).max(pl + in_hw[1]);
+        let padded = pad_input(x, self.in_channels, in_hw, [pt, pl], [ph, pw]);
+        let job = Rows {
+            padded: &padded,
+            ph,
+            pw,
+            c: self.in_channels,
+            kernel: self.kernel,
+            out_hw: [oh, ow],
+            bias,
+            act,
+        };
+        let isa = isa::active();
+        out[..self.out_channels * oh * ow]
+            .par_chunks_mut(OB * oh * ow)
+            .zip(self.weights.par_chunks(self.in_channels * kh * kw * OB))
+            .enumerate()
+            .for_each(|(b, (o, w))| match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f.
+                Isa::Avx512 => unsafe { job.block_avx512(b, w, o) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2, fma.
+                Isa::Avx2Fma => unsafe { job.block_avx2(b, w, o) },
+                _ => job.block::<{ cfg!(target_arch = "aarch64") }>(b, w, o),
+            });
+    }
+}
+
+/// x [c, ih, iw] copied into a zeroed [c, ph, pw] buffer at offset (top, left).
+fn pad_input(
+    x: &[f32],
+    c: usize,
+    in_hw: [usize; 2],
+    at: [usize; 2],
+    padded_hw: [usize; 2],
+) -> Vec<f32> {
+    let ([ih, iw], [ph, pw]) = (in_hw, padded_hw);
+    let mut p = vec![0.0f32; c * ph * pw];
+    for ci in 0..c {
+        for y in 0..ih.min(ph - at[0]) {
+            let src = &x[(ci * ih + y) * iw..][..iw];
+            let dst = &mut p[(ci * ph + at[0] + y) * pw + at[1]..][..iw];
+            dst.copy_from_slice(src);
+        }
+    }
+    p
+}
+
+struct Rows<'a> {
+    padded: &'a [f32],
+    ph: usize,
+    pw: usize,
+    c: usize,
+    kernel: [usize; 2],
+    out_hw: [usize; 2],
+    bias: &'a [f32],
+    act: Option<Activation>,
+}
+
+impl Rows<'_> {
+    /// The same loops as `block` with the 4 x 16 sums in four zmm registers, written out:
+    /// the compiler vectorizes the generic version across the wrong axis.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn block_avx512(&self, b: usize, w: &[f32], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let [kh, kw] = self.kernel;
+        let [oh, ow] = self.out_hw;
+        let planes = out.len() / (oh * ow);
+        let bias: [f32; OB] =
+            std::array::from_fn(|q| self.bias.get(b * OB + q).copied().unwrap_or(0.0));
+        assert!(w.len() >= self.c * kh * kw * OB);
+        for oy in 0..oh {
+            for x0 in (0..ow).step_by(PX) {
+                let mut acc = [
+                    _mm512_set1_ps(bias[0]),
+                    _mm512_set1_ps(bias[1]),
+                    _mm512_set1_ps(bias[2]),
+                    _mm512_set1_ps(bias[3]),
+                ];
+                for ci in 0..self.c {
+                    for ky in 0..kh {
+                        let at = (ci * self.ph + oy + ky) * self.pw + x0;
+                        let row = &self.padded[at..at + kw - 1 + PX];
+                        let taps = &w[(ci * kh + ky) * kw * OB..][..kw * OB];
+                        for kx in 0..kw {
+                            // SAFETY: row holds kw - 1 + PX floats, so kx + 16 <= row.len().
+                            let v = unsafe { _mm512_loadu_ps(row.as_ptr().add(kx)) };
+                            for (q, a) in acc.iter_mut().enumerate() {
+                                *a = _mm512_fmadd_ps(_mm512_set1_ps(taps[kx * OB + q]), v, *a);
+                            }
+                        }
+                    }
+                }
+                let n = PX.min(ow - x0);
+                for (q, a) in acc.iter().enumerate().take(planes) {
+                    // ReLU and Clip on the way out; max/min take the second operand when
+                    // one is NaN, so `a` goes second and NaN stays NaN.
+                    let a = match self.act {
+                        Some(Activation::Relu) => _mm512_max_ps(_mm512_setzero_ps(), *a),
+                        Some(Activation::Clip { min, max }) => _mm512_min_ps(
+                            _mm512_set1_ps(max),
+                            _mm512_max_ps(_mm512_set1_ps(min), *a),
+                        ),
+                        _ => *a,
+                    };
+                    let mut lane = [0.0f32; PX];
+                    // SAFETY: lane holds PX = 16 floats.
+                    unsafe { _mm512_storeu_ps(lane.as_mut_ptr(), a) };
+                    out[(q * oh + oy) * ow + x0..][..n].copy_from_slice(&lane[..n]);
+                }
+            }
+        }
+        if let Some(a @ Activation::Sigmoid) = self.act {
+            apply_slice(a, out);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn block_avx2(&self, b: usize, w: &[f32], out: &mut [f32]) {
+        self.block::<true>(b, w, out)
+    }
+
+    /// Output channels b*OB.. (as many as `out` holds planes for) over the whole image.
+    #[inline(always)]
+    fn block<const FMA: bool>(&self, b: usize, w: &[f32], out: &mut [f32]) {
+        let [kh, kw] = self.kernel;
+        let [oh, ow] = self.out_hw;
+        let planes = out.len() / (oh * ow);
+        let bias: [f32; OB] =
+            std::array::from_fn(|q| self.bias.get(b * OB + q).copied().unwrap_or(0.0));
+        for oy in 0..oh {
+            for x0 in (0..ow).step_by(PX) {
+                let mut acc = [[0.0f32; PX]; OB];
+                for (q, a) in acc.iter_mut().enumerate() {
+                    *a = [bias[q]; PX];
+                }
+                for ci in 0..self.c {
+                    for ky in 0..kh {
+                        let at = (ci * self.ph + oy + ky) * self.pw + x0;
+                        let row = &self.padded[at..at + kw - 1 + PX];
+                        let taps = &w[(ci * kh + ky) * kw * OB..][..kw * OB];
+                        for (kx, wt) in taps.chunks_exact(OB).enumerate() {
+                            let v = &row[kx..kx + PX];
+                            for (a, &wq) in acc.iter_mut().zip(wt) {
+                                for (aj, &vj) in a.iter_mut().zip(v) {
+                                    *aj = if FMA {
+                                        wq.mul_add(vj, *aj)
+                                    } else {
+                                        wq * vj + *aj
+                                    };
+                                }
+                            }
+                        }
+                    }
+                }
+                let n = PX.min(ow - x0);
+                // Whole-array copies out of `acc`: slicing it by the run length would pin
+                // it to the stack instead of registers.
+                for (q, a) in acc.into_iter().enumerate().take(planes) {
+                    let lane: [f32; PX] = a;
+                    out[(q * oh + oy) * ow + x0..][..n].copy_from_slice(&lane[..n]);
+                }
+            }
+        }
+        if let Some(a) = self.act {
+            apply_slice(a, out);
+        }
+    }
+}
