@@ -1,9 +1,16 @@
-//! Per-kernel CPU benchmarks on the GEMM shapes of both seed graphs. Throughput is reported
-//! in elements = FLOPs, so criterion prints GFLOP/s ("Gelem/s").
+//! Per-kernel CPU benchmarks: the GEMM shapes of both seed graphs and whole operators
+//! (depthwise 3x3, the stem conv, the bidirectional LSTM). Throughput is reported in
+//! elements = FLOPs, so criterion prints GFLOP/s ("Gelem/s").
 
 use accel_benches::random_vec;
+use accel_core::ir::{
+    Activation, AutoPad, Conv, Dim, Direction, Graph, Lstm, Node, Op, ValueInfo, Window,
+};
+use accel_core::{Backend, CompileOptions, DType, Executable, Tensor};
+use accel_cpu::CpuBackend;
 use accel_cpu::kernels::gemm::{Epilogue, PackedA, PackedB, gemm};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use std::sync::Arc;
 
 fn gemm_shapes(c: &mut Criterion) {
     // (name, M, K, N): CRNN conv2 as GEMM, CRNN dense, LSTM input projection, U-Net decoder.
@@ -34,5 +41,109 @@ fn gemm_shapes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gemm_shapes);
+/// A one-node graph on the CPU backend (default threads) with random constants.
+fn one_node(op: Op, x: &[usize], consts: Vec<(&str, Vec<usize>)>) -> (Box<dyn Executable>, Tensor) {
+    let mut g = Graph {
+        opset: 17,
+        inputs: vec![ValueInfo::new(
+            "x",
+            DType::F32,
+            x.iter().map(|&d| Dim::Known(d)).collect(),
+        )],
+        outputs: vec![ValueInfo {
+            name: "y".into(),
+            dtype: DType::F32,
+            shape: None,
+        }],
+        nodes: vec![Node {
+            name: "op".into(),
+            op,
+            inputs: std::iter::once("x".to_string())
+                .chain(consts.iter().map(|c| c.0.to_string()))
+                .collect(),
+            outputs: vec!["y".into()],
+        }],
+        ..Default::default()
+    };
+    for (name, shape) in consts {
+        let n = shape.iter().product();
+        let t = Tensor::from_vec(shape, random_vec(n)).expect("shape");
+        g.constants.insert(name.into(), Arc::new(t));
+    }
+    let exe = CpuBackend::new()
+        .compile(&g, &CompileOptions::default())
+        .expect("compiles");
+    let input = Tensor::from_vec(x.to_vec(), random_vec(x.iter().product())).expect("shape");
+    (exe, input)
+}
+
+fn conv_op(k: usize, stride: usize, pad: usize, group: usize) -> Op {
+    Op::Conv(Conv {
+        window: Window {
+            kernel_shape: vec![k, k],
+            strides: vec![stride; 2],
+            dilations: vec![],
+            pads: vec![pad; 4],
+            auto_pad: AutoPad::NotSet,
+        },
+        group,
+        activation: Some(Activation::Clip { min: 0.0, max: 6.0 }),
+    })
+}
+
+/// Depthwise 3x3 (U-Net encoder), the CRNN's stem conv (direct kernel) and its
+/// bidirectional LSTM (input GEMM + recurrence), as whole operators.
+fn operators(c: &mut Criterion) {
+    let mut group = c.benchmark_group("op");
+    // (name, op, input, constants, FLOPs)
+    let cases: Vec<(&str, Op, Vec<usize>, Vec<(&str, Vec<usize>)>, usize)> = vec![
+        (
+            "depthwise3x3_s1_96x32x32",
+            conv_op(3, 1, 1, 96),
+            vec![1, 96, 32, 32],
+            vec![("w", vec![96, 1, 3, 3]), ("b", vec![96])],
+            2 * 9 * 96 * 32 * 32,
+        ),
+        (
+            "depthwise3x3_s2_96x64x64",
+            conv_op(3, 2, 1, 96),
+            vec![1, 96, 64, 64],
+            vec![("w", vec![96, 1, 3, 3]), ("b", vec![96])],
+            2 * 9 * 96 * 32 * 32,
+        ),
+        (
+            "crnn_stem_conv_3to32_50x350",
+            conv_op(3, 1, 1, 1),
+            vec![1, 3, 50, 350],
+            vec![("w", vec![32, 3, 3, 3]), ("b", vec![32])],
+            2 * 27 * 32 * 50 * 350,
+        ),
+        (
+            "crnn_bilstm_h128_in64_seq87",
+            Op::Lstm(Lstm {
+                hidden_size: 128,
+                direction: Direction::Bidirectional,
+                clip: None,
+                input_forget: false,
+                layout: 0,
+            }),
+            vec![87, 1, 64],
+            vec![
+                ("w", vec![2, 512, 64]),
+                ("r", vec![2, 512, 128]),
+                ("b", vec![2, 1024]),
+            ],
+            2 * 2 * 87 * 512 * (64 + 128),
+        ),
+    ];
+    for (name, op, x, consts, flops) in cases {
+        let (exe, input) = one_node(op, &x, consts);
+        let views = [input.view()];
+        group.throughput(Throughput::Elements(flops as u64));
+        group.bench_function(name, |b| b.iter(|| exe.run(&views).expect("runs")));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, gemm_shapes, operators);
 criterion_main!(benches);

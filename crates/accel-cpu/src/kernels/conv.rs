@@ -351,14 +351,11 @@ impl DepthwiseChannel<'_> {
         let plane = &x[c * ih * iw..(c + 1) * ih * iw];
         if kh == 3 && kw == 3 && dh == 1 && dw == 1 && sh == sw && (sh == 1 || sh == 2) {
             let wc: &[f32; 9] = w[c * 9..c * 9 + 9].try_into().expect("9 taps");
-            let geom = Geometry3x3 { ih, iw, ow, pt, pl };
-            for oy in 0..oh {
-                let orow = &mut o[oy * ow..(oy + 1) * ow];
-                if sh == 1 {
-                    depthwise_3x3_row::<1>(plane, wc, bias[c], &geom, oy, orow);
-                } else {
-                    depthwise_3x3_row::<2>(plane, wc, bias[c], &geom, oy, orow);
-                }
+            let padded = Padded3x3::new(plane, [ih, iw], [pt as usize, pl as usize], [oh, ow], sh);
+            if sh == 1 {
+                depthwise_3x3::<1>(&padded, wc, bias[c], [oh, ow], o);
+            } else {
+                depthwise_3x3::<2>(&padded, wc, bias[c], [oh, ow], o);
             }
             if let Some(a) = act {
                 super::activation::apply_slice(a, o);
@@ -412,106 +409,59 @@ impl DepthwiseChannel<'_> {
     }
 }
 
-/// Sizes a 3x3 depthwise row needs: input plane, output width, top and left padding.
-struct Geometry3x3 {
-    ih: usize,
-    iw: usize,
-    ow: usize,
-    pt: isize,
-    pl: isize,
+/// One channel copied into a zero-bordered buffer big enough that every output pixel, and
+/// every lane of the last 16-wide block of a row, reads inside it: the kernel then needs no
+/// bounds checks and no scalar border path.
+struct Padded3x3 {
+    data: Vec<f32>,
+    width: usize,
 }
 
-/// One output row of a 3x3 depthwise filter at stride S: the interior (all nine taps inside
-/// the input) 16 pixels at a time with the sums in registers, the borders pixel by pixel.
+impl Padded3x3 {
+    fn new(
+        plane: &[f32],
+        [ih, iw]: [usize; 2],
+        [pt, pl]: [usize; 2],
+        [oh, ow]: [usize; 2],
+        stride: usize,
+    ) -> Padded3x3 {
+        let height = ((oh - 1) * stride + 3).max(pt + ih);
+        let width = (ow.div_ceil(16) * 16 * stride + 2).max(pl + iw);
+        let mut data = vec![0.0f32; height * width];
+        for y in 0..ih {
+            data[(pt + y) * width + pl..][..iw].copy_from_slice(&plane[y * iw..(y + 1) * iw]);
+        }
+        Padded3x3 { data, width }
+    }
+}
+
+/// A 3x3 depthwise filter at stride S over a padded channel, 16 outputs per register block.
 #[inline(always)]
-fn depthwise_3x3_row<const S: usize>(
-    plane: &[f32],
+fn depthwise_3x3<const S: usize>(
+    p: &Padded3x3,
     w: &[f32; 9],
     bias: f32,
-    g: &Geometry3x3,
-    oy: usize,
+    [oh, ow]: [usize; 2],
     out: &mut [f32],
 ) {
-    let (ih, iw) = (g.ih as isize, g.iw as isize);
-    let y0 = (oy * S) as isize - g.pt;
-    let pixel = |ox: usize| {
-        let x0 = (ox * S) as isize - g.pl;
-        let mut acc = bias;
-        for ky in 0..3 {
-            let y = y0 + ky as isize;
-            if y < 0 || y >= ih {
-                continue;
-            }
-            for kx in 0..3 {
-                let xx = x0 + kx as isize;
-                if xx >= 0 && xx < iw {
-                    acc += w[ky * 3 + kx] * plane[(y * iw + xx) as usize];
+    for oy in 0..oh {
+        let rows: [&[f32]; 3] =
+            std::array::from_fn(|ky| &p.data[(oy * S + ky) * p.width..][..p.width]);
+        for x0 in (0..ow).step_by(16) {
+            let mut acc = [bias; 16];
+            for (ky, row) in rows.iter().enumerate() {
+                let r = &row[x0 * S..x0 * S + 15 * S + 3];
+                for kx in 0..3 {
+                    let wv = w[ky * 3 + kx];
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a += wv * r[j * S + kx];
+                    }
                 }
             }
+            let n = 16.min(ow - x0);
+            // A whole-array copy first: slicing `acc` itself would keep it out of registers.
+            let lane: [f32; 16] = acc;
+            out[oy * ow + x0..][..n].copy_from_slice(&lane[..n]);
         }
-        acc
-    };
-    // Interior columns: x0 = ox*S - pl >= 0 and x0 + 2 < iw.
-    let lo = (g.pl.max(0) as usize).div_ceil(S).min(g.ow);
-    let hi = if iw - 3 + g.pl >= 0 {
-        (((iw - 3 + g.pl) as usize) / S + 1).clamp(lo, g.ow)
-    } else {
-        lo
-    };
-    if lo >= hi {
-        out.iter_mut()
-            .enumerate()
-            .for_each(|(ox, o)| *o = pixel(ox));
-        return;
-    }
-    for (ox, o) in out[..lo].iter_mut().enumerate() {
-        *o = pixel(ox);
-    }
-    // Input rows of the three taps; rows in the padding contribute nothing.
-    let rows: [Option<&[f32]>; 3] = std::array::from_fn(|ky| {
-        let y = y0 + ky as isize;
-        (y >= 0 && y < ih).then(|| &plane[y as usize * g.iw..(y as usize + 1) * g.iw])
-    });
-    let x_lo = (lo * S) as isize - g.pl;
-    let x_lo = x_lo as usize;
-    let mut chunks = out[lo..hi].chunks_exact_mut(16);
-    for (ci, chunk) in (&mut chunks).enumerate() {
-        let x0 = x_lo + ci * 16 * S;
-        let mut acc = [bias; 16];
-        for (ky, row) in rows.iter().enumerate() {
-            let Some(row) = row else { continue };
-            let r = &row[x0..x0 + 15 * S + 3];
-            for kx in 0..3 {
-                let wv = w[ky * 3 + kx];
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a += wv * r[j * S + kx];
-                }
-            }
-        }
-        chunk.copy_from_slice(&acc);
-    }
-    // The interior's last few pixels: one more block over a zero-padded copy of the rows'
-    // tails, so it stays vectorized; only `rest.len()` sums are kept.
-    let rest = chunks.into_remainder();
-    if !rest.is_empty() {
-        let x0 = x_lo + (hi - lo - rest.len()) * S;
-        let mut acc = [bias; 16];
-        for (ky, row) in rows.iter().enumerate() {
-            let Some(row) = row else { continue };
-            let mut buf = [0.0f32; 16 * 2 + 2];
-            let avail = (row.len() - x0).min(buf.len());
-            buf[..avail].copy_from_slice(&row[x0..x0 + avail]);
-            for kx in 0..3 {
-                let wv = w[ky * 3 + kx];
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a += wv * buf[j * S + kx];
-                }
-            }
-        }
-        let n = rest.len();
-        rest.copy_from_slice(&acc[..n]);
-    }
-    for (i, o) in out[hi..].iter_mut().enumerate() {
-        *o = pixel(hi + i);
     }
 }
