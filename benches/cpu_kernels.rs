@@ -91,12 +91,20 @@ fn conv_op(k: usize, stride: usize, pad: usize, group: usize) -> Op {
     })
 }
 
+/// (name, op, input shape, constants with their shapes, FLOPs)
+type OpCase = (
+    &'static str,
+    Op,
+    Vec<usize>,
+    Vec<(&'static str, Vec<usize>)>,
+    usize,
+);
+
 /// Depthwise 3x3 (U-Net encoder), the CRNN's stem conv (direct kernel) and its
 /// bidirectional LSTM (input GEMM + recurrence), as whole operators.
 fn operators(c: &mut Criterion) {
     let mut group = c.benchmark_group("op");
-    // (name, op, input, constants, FLOPs)
-    let cases: Vec<(&str, Op, Vec<usize>, Vec<(&str, Vec<usize>)>, usize)> = vec![
+    let cases: Vec<OpCase> = vec![
         (
             "depthwise3x3_s1_96x32x32",
             conv_op(3, 1, 1, 96),
