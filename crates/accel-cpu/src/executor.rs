@@ -8,7 +8,7 @@ use crate::kernels::pool::pool;
 use accel_core::ir::{Graph, Node, Op, ValueInfo};
 use accel_core::ops::{self, reshape_shape, squeeze_shape, unsqueeze_shape};
 use accel_core::passes::check_inputs;
-use accel_core::{DType, Error, Executable, Result, Tensor, TensorView};
+use accel_core::{DType, Error, Executable, Precision, Result, Tensor, TensorView};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -57,7 +57,9 @@ pub struct CpuExecutable {
 }
 
 impl CpuExecutable {
-    pub fn new(graph: &Graph, threads: usize) -> Result<CpuExecutable> {
+    /// `Precision::F16` holds the GEMM-packed weights (convolutions, ConvTranspose, constant
+    /// MatMul/Gemm operands, LSTM input weights) as f16; activations stay f32.
+    pub fn new(graph: &Graph, threads: usize, precision: Precision) -> Result<CpuExecutable> {
         graph.validate()?;
         let mut slots: HashMap<&str, Slot> = HashMap::new();
         let mut consts = Vec::new();
@@ -95,7 +97,10 @@ impl CpuExecutable {
                     num_values += 1;
                 }
             }
-            let kernel = compile_node(graph, node)?;
+            let mut kernel = compile_node(graph, node)?;
+            if precision == Precision::F16 {
+                kernel.use_f16_weights();
+            }
             steps.push(Step {
                 node: node.clone(),
                 kernel,
@@ -151,6 +156,37 @@ impl CpuExecutable {
             num_values,
             pool,
         })
+    }
+}
+
+impl Kernel {
+    fn use_f16_weights(&mut self) {
+        match self {
+            Kernel::Conv(k) => k.use_f16_weights(),
+            Kernel::ConvTranspose(k) => k.use_f16_weights(),
+            Kernel::MatMul(k) => k.use_f16_weights(),
+            Kernel::Gemm(k) => k.use_f16_weights(),
+            Kernel::Lstm(k) => k.use_f16_weights(),
+            Kernel::Dynamic | Kernel::Pool { .. } | Kernel::Core => {}
+        }
+    }
+
+    fn weight_bytes(&self) -> usize {
+        match self {
+            Kernel::Conv(k) => k.weight_bytes(),
+            Kernel::ConvTranspose(k) => k.weight_bytes(),
+            Kernel::MatMul(k) => k.weight_bytes(),
+            Kernel::Gemm(k) => k.weight_bytes(),
+            Kernel::Lstm(k) => k.weight_bytes(),
+            Kernel::Dynamic | Kernel::Pool { .. } | Kernel::Core => 0,
+        }
+    }
+}
+
+impl CpuExecutable {
+    /// Bytes of compiled (packed) weights of the heavy operators; what f16 halves.
+    pub fn weight_bytes(&self) -> usize {
+        self.steps.iter().map(|s| s.kernel.weight_bytes()).sum()
     }
 }
 

@@ -19,12 +19,36 @@ impl CpuBackend {
         CpuBackend
     }
 
-    /// Threads used when the options say nothing: one per available core.
+    /// Threads used when the options say nothing: one per physical core this process may
+    /// use. SMT siblings share one core's FMA units, so a second thread on them only adds
+    /// synchronisation.
     pub fn default_threads() -> usize {
-        std::thread::available_parallelism()
+        let logical = std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(1)
+            .unwrap_or(1);
+        physical_cores().map_or(logical, |p| p.clamp(1, logical))
     }
+}
+
+/// Distinct (package, core) pairs in Linux's CPU topology; None where it is not readable.
+fn physical_cores() -> Option<usize> {
+    let mut cores = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/sys/devices/system/cpu").ok()? {
+        let path = entry.ok()?.path();
+        let is_cpu = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("cpu"))
+            .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()));
+        if !is_cpu {
+            continue;
+        }
+        let read = |f: &str| std::fs::read_to_string(path.join("topology").join(f)).ok();
+        if let (Some(pkg), Some(core)) = (read("physical_package_id"), read("core_id")) {
+            cores.insert((pkg.trim().to_string(), core.trim().to_string()));
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
 }
 
 fn cpu_model() -> String {
@@ -67,6 +91,10 @@ impl Backend for CpuBackend {
 
     fn compile(&self, graph: &Graph, options: &CompileOptions) -> Result<Box<dyn Executable>> {
         let threads = options.threads.unwrap_or_else(Self::default_threads);
-        Ok(Box::new(CpuExecutable::new(graph, threads)?))
+        Ok(Box::new(CpuExecutable::new(
+            graph,
+            threads,
+            options.precision,
+        )?))
     }
 }

@@ -3,7 +3,7 @@
 use crate::{print_json, resolve_model, system, table};
 use accel::{Error, Result, Session, Tensor, TensorView};
 use accel_core::ir::Dim;
-use accel_core::{DType, Graph, passes};
+use accel_core::{CompileOptions, DType, Graph, Precision, passes};
 use accel_planner::measure::measure;
 use rand::RngExt;
 use serde::Serialize;
@@ -24,9 +24,13 @@ pub struct Args {
     warmup: usize,
     #[arg(long, default_value_t = 50)]
     iters: usize,
-    /// Backend whose outputs define max_abs_diff.
+    /// Backend whose outputs define max_abs_diff (always run in f32).
     #[arg(long, default_value = "cpu")]
     reference: String,
+    /// Weight precision: f32, or f16 (the cpu backend keeps its packed weights as f16;
+    /// other backends report it unsupported).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    precision: String,
     #[arg(long)]
     json: bool,
 }
@@ -128,7 +132,7 @@ fn bench_backend(
         backend: id.to_string(),
         batch: a.batch,
         threads: a.threads,
-        precision: "f32".into(),
+        precision: a.precision.clone(),
         iters: 0,
         ..Default::default()
     };
@@ -144,11 +148,24 @@ fn bench_backend(
         Ok(b) => b,
         Err(e) => return fail(r, "unavailable", e),
     };
+    let precision = if a.precision == "f16" {
+        if id != "cpu" {
+            r.status = "unsupported".into();
+            r.reason = Some("f16 weights are implemented by the cpu backend only".into());
+            return r;
+        }
+        Precision::F16
+    } else {
+        Precision::F32
+    };
     r.device = backend.device().name;
     system::reset_peak_rss();
     let rss0 = system::rss_mb();
     let t0 = std::time::Instant::now();
-    let mut builder = Session::builder().backend(id);
+    let mut builder = Session::builder().backend(id).options(CompileOptions {
+        threads: a.threads,
+        precision,
+    });
     if let Some(t) = a.threads {
         builder = builder.threads(t);
     }

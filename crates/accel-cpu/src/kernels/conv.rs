@@ -92,6 +92,19 @@ impl ConvKernel {
         })
     }
 
+    /// Holds the GEMM-packed weights as f16 from now on.
+    pub fn use_f16_weights(&mut self) {
+        self.packed = self.packed.iter().map(PackedA::to_f16).collect();
+    }
+
+    /// Bytes of weights this kernel holds.
+    pub fn weight_bytes(&self) -> usize {
+        self.packed.iter().map(PackedA::bytes).sum::<usize>()
+            + self.depthwise.as_ref().map_or(0, |w| w.len() * 4)
+            + self.direct.as_ref().map_or(0, DirectConv::bytes)
+            + self.bias.len() * 4
+    }
+
     pub fn run(&self, node: &Node, x: &Tensor) -> Result<Tensor> {
         let Images {
             data: xv,

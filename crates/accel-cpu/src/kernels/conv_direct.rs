@@ -50,6 +50,10 @@ impl DirectConv {
         }
     }
 
+    pub(crate) fn bytes(&self) -> usize {
+        self.weights.len() * 4
+    }
+
     /// One image: x [c, ih, iw] -> out [oc, oh, ow].
     pub(crate) fn run(
         &self,

@@ -10,6 +10,8 @@
 
 use crate::isa::{self, Isa};
 use accel_core::ir::Activation;
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Register tile of the micro-kernel: C is computed in `mr` x `nr` blocks, A is packed in
@@ -37,13 +39,50 @@ impl Blocking {
     }
 }
 
+/// Packed values: f32, or f16 to halve the memory weights take (`Precision::F16`), widened
+/// panel by panel right before the micro-kernel reads them.
+#[derive(Clone, Debug)]
+enum Store {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl Store {
+    fn bytes(&self) -> usize {
+        match self {
+            Store::F32(v) => v.len() * 4,
+            Store::F16(v) => v.len() * 2,
+        }
+    }
+
+    fn to_f16(&self) -> Store {
+        match self {
+            Store::F32(v) => Store::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            Store::F16(v) => Store::F16(v.clone()),
+        }
+    }
+
+    /// Values `range` as f32: borrowed, or widened into `scratch`.
+    fn slice<'a>(&'a self, range: std::ops::Range<usize>, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        match self {
+            Store::F32(v) => &v[range],
+            Store::F16(v) => {
+                scratch.clear();
+                scratch.resize(range.len(), 0.0);
+                v[range].convert_to_f32_slice(scratch);
+                scratch
+            }
+        }
+    }
+}
+
 /// A packed as ceil(m/mr) panels of [k][mr], zero-padded past m.
 #[derive(Clone, Debug)]
 pub struct PackedA {
     pub m: usize,
     pub k: usize,
     mr: usize,
-    data: Vec<f32>,
+    data: Store,
 }
 
 /// B packed as ceil(n/nr) panels of [k][nr], zero-padded past n.
@@ -52,7 +91,7 @@ pub struct PackedB {
     pub k: usize,
     pub n: usize,
     nr: usize,
-    data: Vec<f32>,
+    data: Store,
 }
 
 impl PackedA {
@@ -70,64 +109,79 @@ impl PackedA {
                 }
             }
         }
-        PackedA { m, k, mr, data }
+        PackedA {
+            m,
+            k,
+            mr,
+            data: Store::F32(data),
+        }
+    }
+
+    /// The same matrix held as f16 (weights rounded to the nearest f16).
+    pub fn to_f16(&self) -> PackedA {
+        PackedA {
+            data: self.data.to_f16(),
+            ..*self
+        }
     }
 
     /// Bytes held by the packed panels.
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.bytes()
     }
 
-    fn panel(&self, i: usize) -> &[f32] {
-        &self.data[i * self.k * self.mr..(i + 1) * self.k * self.mr]
+    fn panel<'a>(&'a self, i: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        let len = self.k * self.mr;
+        self.data.slice(i * len..(i + 1) * len, scratch)
     }
 }
 
 impl PackedB {
     /// Packs B where element (p, j) is `b[p * rs + j * cs]`.
     pub fn pack(b: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> PackedB {
-        let mut pb = PackedB::zeroed(k, n);
-        if k == 0 {
-            return pb;
-        }
-        let nr = pb.nr;
-        pb.data
-            .par_chunks_exact_mut(k * nr)
-            .enumerate()
-            .for_each(|(pj, panel)| {
-                let cols = nr.min(n - pj * nr);
-                for p in 0..k {
-                    let dst = &mut panel[p * nr..p * nr + cols];
-                    if cs == 1 {
-                        let at = p * rs + pj * nr;
-                        dst.copy_from_slice(&b[at..at + cols]);
-                    } else {
-                        for (j, d) in dst.iter_mut().enumerate() {
-                            *d = b[p * rs + (pj * nr + j) * cs];
+        let nr = Blocking::active().nr;
+        let mut data = vec![0.0f32; n.div_ceil(nr) * k * nr];
+        if k > 0 {
+            data.par_chunks_exact_mut(k * nr)
+                .enumerate()
+                .for_each(|(pj, panel)| {
+                    let cols = nr.min(n - pj * nr);
+                    for p in 0..k {
+                        let dst = &mut panel[p * nr..p * nr + cols];
+                        if cs == 1 {
+                            let at = p * rs + pj * nr;
+                            dst.copy_from_slice(&b[at..at + cols]);
+                        } else {
+                            for (j, d) in dst.iter_mut().enumerate() {
+                                *d = b[p * rs + (pj * nr + j) * cs];
+                            }
                         }
                     }
-                }
-            });
-        pb
-    }
-
-    /// An all-zero packed B, to be filled panel by panel.
-    pub fn zeroed(k: usize, n: usize) -> PackedB {
-        let nr = Blocking::active().nr;
+                });
+        }
         PackedB {
             k,
             n,
             nr,
-            data: vec![0.0; n.div_ceil(nr) * k * nr],
+            data: Store::F32(data),
+        }
+    }
+
+    /// The same matrix held as f16 (weights rounded to the nearest f16).
+    pub fn to_f16(&self) -> PackedB {
+        PackedB {
+            data: self.data.to_f16(),
+            ..*self
         }
     }
 
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.bytes()
     }
 
-    fn panel(&self, j: usize) -> &[f32] {
-        &self.data[j * self.k * self.nr..(j + 1) * self.k * self.nr]
+    fn panel<'a>(&'a self, j: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        let len = self.k * self.nr;
+        self.data.slice(j * len..(j + 1) * len, scratch)
     }
 }
 
@@ -266,7 +320,7 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
     let task = |t: usize, scratch: &mut Vec<f32>| {
         let (tj, chunk) = (t / row_chunks, t % row_chunks);
         let b_panel: &[f32] = match &src {
-            PanelSource::Packed(b) => b.panel(tj),
+            PanelSource::Packed(b) => b.panel(tj, scratch),
             PanelSource::Fill(fill) => {
                 scratch.clear();
                 scratch.resize(k * nr, 0.0);
@@ -341,8 +395,14 @@ impl ColumnTiles<'_> {
         let col0 = self.tj * nr;
         let cols = nr.min(self.n - col0);
         let mut acc = [0.0f32; MAX_TILE];
+        let mut a_scratch = Vec::new();
         for ti in self.tiles.clone() {
-            micro(k, a.panel(ti), self.b_panel, &mut acc[..mr * nr]);
+            micro(
+                k,
+                a.panel(ti, &mut a_scratch),
+                self.b_panel,
+                &mut acc[..mr * nr],
+            );
             let rows = mr.min(m - ti * mr);
             for (i, acc_row) in acc.chunks_exact(nr).take(rows).enumerate() {
                 let r = ti * mr + i;

@@ -82,6 +82,22 @@ impl LstmKernel {
         })
     }
 
+    /// Holds the input weights W as f16 from now on (R stays f32: the recurrence is
+    /// latency-bound and its error would compound over the steps).
+    pub fn use_f16_weights(&mut self) {
+        for d in &mut self.dirs {
+            d.w = d.w.to_f16();
+        }
+    }
+
+    /// Bytes of weights this kernel holds.
+    pub fn weight_bytes(&self) -> usize {
+        self.dirs
+            .iter()
+            .map(|d| d.w.bytes() + d.r.data.len() * 4 + d.bias.len() * 4)
+            .sum()
+    }
+
     /// Inputs after X: sequence_lens, initial_h, initial_c (each optional).
     pub fn run(
         &self,

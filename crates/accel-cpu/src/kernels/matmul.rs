@@ -18,6 +18,18 @@ pub struct MatMulKernel {
 }
 
 impl MatMulKernel {
+    /// Holds a constant B as f16 from now on.
+    pub fn use_f16_weights(&mut self) {
+        if let Some((pb, _, _)) = &mut self.packed_b {
+            *pb = pb.to_f16();
+        }
+    }
+
+    /// Bytes of weights this kernel holds.
+    pub fn weight_bytes(&self) -> usize {
+        self.packed_b.as_ref().map_or(0, |(pb, _, _)| pb.bytes())
+    }
+
     pub fn new(
         node: &Node,
         b: Option<&Tensor>,
@@ -140,6 +152,18 @@ pub struct GemmKernel {
 }
 
 impl GemmKernel {
+    /// Holds a constant B as f16 from now on.
+    pub fn use_f16_weights(&mut self) {
+        if let Some(pb) = &mut self.packed_b {
+            *pb = pb.to_f16();
+        }
+    }
+
+    /// Bytes of weights this kernel holds.
+    pub fn weight_bytes(&self) -> usize {
+        self.packed_b.as_ref().map_or(0, PackedB::bytes)
+    }
+
     pub fn new(node: &Node, attrs: &Gemm, b: Option<&Tensor>) -> Result<GemmKernel> {
         let packed_b = match b {
             Some(b) if b.rank() == 2 => Some(pack_gemm_b(node, attrs, b)?),
