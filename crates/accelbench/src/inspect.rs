@@ -162,15 +162,8 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
         }
     }
     if a.json {
-        let mut doc = json!({
-            "model": model.display().to_string(),
-            "backend": inspector.backend(),
-            "results": rows,
-        });
-        if labels.is_some() {
-            doc["labels"] = json!({"labelled": labelled, "matched": matched});
-        }
-        print_json(&doc)?;
+        let tally = labels.is_some().then_some((labelled, matched));
+        print_json(&labels::json_doc(&model, inspector.backend(), rows, tally))?;
     } else if !cells.is_empty() {
         let header: &[&str] = if labels.is_some() {
             &[

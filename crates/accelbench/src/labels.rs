@@ -3,7 +3,7 @@
 //! values are printed next to the answers.
 
 use accel::{Error, Result};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -68,4 +68,23 @@ pub fn cell(v: Option<&Value>) -> String {
 /// "7 of 8 readings match the labels".
 pub fn summary(matched: usize, labelled: usize, what: &str) -> String {
     format!("{matched} of {labelled} {what} match the labels")
+}
+
+/// The `--json` document of `read` and `inspect`: model, backend, one row per image, and
+/// with `--labels` how many images were labelled and how many answers matched.
+pub fn json_doc(
+    model: &Path,
+    backend: &str,
+    rows: Vec<Value>,
+    tally: Option<(usize, usize)>,
+) -> Value {
+    let mut doc = json!({
+        "model": model.display().to_string(),
+        "backend": backend,
+        "results": rows,
+    });
+    if let Some((labelled, matched)) = tally {
+        doc["labels"] = json!({"labelled": labelled, "matched": matched});
+    }
+    doc
 }
