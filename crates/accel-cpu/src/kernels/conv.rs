@@ -130,6 +130,8 @@ impl ConvKernel {
         let mut out = zeroed_output(node, &[n, self.out_channels, oh, ow])?;
         let plane_in = c * in_hw[0] * in_hw[1];
         let plane_out = self.out_channels * oh * ow;
+        // An empty output (a zero-sized axis) has nothing to compute.
+        let n = if plane_out == 0 { 0 } else { n };
         for b in 0..n {
             let xb = &xv[b * plane_in..(b + 1) * plane_in];
             let ob = &mut out[b * plane_out..(b + 1) * plane_out];

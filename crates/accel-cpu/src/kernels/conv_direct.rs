@@ -14,10 +14,10 @@ const OB: usize = 4;
 /// Output pixels per register block.
 const PX: usize = 16;
 
-/// Whether a conv is served by this kernel: one group, at most 4 input channels, stride and
-/// dilation 1.
+/// Whether a conv is served by this kernel: one group, 1 to 4 input channels, stride and
+/// dilation 1. (Zero input channels go to the GEMM path, which handles K = 0.)
 pub(crate) fn eligible(group: usize, in_channels: usize, rw: &ResolvedWindow) -> bool {
-    group == 1 && in_channels <= 4 && rw.strides == [1, 1] && rw.dilations == [1, 1]
+    group == 1 && (1..=4).contains(&in_channels) && rw.strides == [1, 1] && rw.dilations == [1, 1]
 }
 
 /// Weights as [oc / OB][c][kh][kw][OB], output channels padded to a multiple of OB.
