@@ -275,7 +275,7 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
 }
 
 /// Column panel `pj` (`nr` wide) of a [k, n] row-major matrix (a 1x1 convolution's input).
-fn copy_panel(x: &[f32], k: usize, n: usize, pj: usize, nr: usize, panel: &mut [f32]) {
+pub(crate) fn copy_panel(x: &[f32], k: usize, n: usize, pj: usize, nr: usize, panel: &mut [f32]) {
     let cols = nr.min(n - pj * nr);
     for p in 0..k {
         let at = p * n + pj * nr;

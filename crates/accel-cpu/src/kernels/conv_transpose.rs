@@ -1,7 +1,8 @@
 //! ConvTranspose as GEMM + col2im: cols[(oc, ky, kx), pixel] = W^T · X, then each column is
 //! scattered into the output window it came from.
 
-use super::gemm::{Epilogue, PackedA, PackedB, gemm};
+use super::conv::copy_panel;
+use super::gemm::{Blocking, Epilogue, PackedA, gemm_fill_b};
 use super::{Images, float_input, spatial_2d, zeroed_output};
 use accel_core::ir::{ConvTranspose, Node};
 use accel_core::ops::resolve_conv_transpose;
@@ -155,8 +156,19 @@ impl ConvTransposeKernel {
         for b in 0..n {
             for gi in 0..g {
                 let xg = &xv[(b * c + gi * icg) * pixels..(b * c + (gi + 1) * icg) * pixels];
-                let pb = PackedB::pack(xg, icg, pixels, pixels, 1);
-                gemm(&self.packed[gi], &pb, &mut cols, pixels, Epilogue::NONE);
+                // X's column panels are copied right before use instead of packing all of
+                // X first: the same copy, but into a panel that is hot in L1.
+                let nr = Blocking::active().nr;
+                let fill =
+                    |pj: usize, panel: &mut [f32]| copy_panel(xg, icg, pixels, pj, nr, panel);
+                gemm_fill_b(
+                    &self.packed[gi],
+                    pixels,
+                    &fill,
+                    &mut cols,
+                    pixels,
+                    Epilogue::NONE,
+                );
                 let og =
                     &mut out[(b * oc + gi * ocg) * oh * ow..(b * oc + (gi + 1) * ocg) * oh * ow];
                 og.par_chunks_mut(oh * ow)
