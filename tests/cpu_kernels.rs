@@ -125,6 +125,24 @@ fn window(k: [usize; 2], s: [usize; 2], d: [usize; 2], p: [usize; 4]) -> Window 
     }
 }
 
+/// A Conv node with `params` on x, weights and bias, checked against the reference.
+fn check_conv(what: &str, x: Tensor, wt: Tensor, bias: Option<Tensor>, params: ConvParams) {
+    let oc = wt.shape()[0];
+    let want = reference::conv(&nchw(&x), wt.as_slice().unwrap(), f32s(&bias), oc, &params);
+    let op = Op::Conv(Conv {
+        window: window(params.kernel, params.strides, params.dilations, params.pads),
+        group: params.group,
+        activation: params.activation,
+    });
+    check(
+        what,
+        op,
+        x,
+        vec![("w", Some(wt)), ("b", bias)],
+        vec![tensor(want)],
+    );
+}
+
 #[test]
 fn conv_matches_reference_on_random_shapes() {
     for case in 0..CASES {
@@ -166,25 +184,7 @@ fn conv_matches_reference_on_random_shapes() {
             group,
             activation: activation(),
         };
-        let want = reference::conv(
-            &nchw(&x),
-            wt.as_slice().unwrap(),
-            f32s(&bias),
-            ocg * group,
-            &params,
-        );
-        let op = Op::Conv(Conv {
-            window: window(k, s, d, p),
-            group,
-            activation: params.activation,
-        });
-        check(
-            &what,
-            op,
-            x,
-            vec![("w", Some(wt)), ("b", bias)],
-            vec![tensor(want)],
-        );
+        check_conv(&what, x, wt, bias, params);
     }
 }
 
@@ -213,19 +213,7 @@ fn stem_conv_matches_reference_on_random_shapes() {
             activation: activation(),
         };
         let what = format!("stem Conv x{:?} w{:?} pads {p:?}", x.shape(), wt.shape());
-        let want = reference::conv(&nchw(&x), wt.as_slice().unwrap(), f32s(&bias), oc, &params);
-        let op = Op::Conv(Conv {
-            window: window(k, [1, 1], [1, 1], p),
-            group: 1,
-            activation: params.activation,
-        });
-        check(
-            &what,
-            op,
-            x,
-            vec![("w", Some(wt)), ("b", bias)],
-            vec![tensor(want)],
-        );
+        check_conv(&what, x, wt, bias, params);
     }
 }
 
@@ -256,25 +244,7 @@ fn depthwise_3x3_matches_reference_on_random_shapes() {
             activation: activation(),
         };
         let what = format!("depthwise 3x3 x{:?} stride {stride} pads {p:?}", x.shape());
-        let want = reference::conv(
-            &nchw(&x),
-            wt.as_slice().unwrap(),
-            f32s(&bias),
-            channels,
-            &params,
-        );
-        let op = Op::Conv(Conv {
-            window: window([3, 3], [stride; 2], [1, 1], p),
-            group: channels,
-            activation: params.activation,
-        });
-        check(
-            &what,
-            op,
-            x,
-            vec![("w", Some(wt)), ("b", bias)],
-            vec![tensor(want)],
-        );
+        check_conv(&what, x, wt, bias, params);
     }
 }
 
