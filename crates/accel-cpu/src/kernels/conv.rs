@@ -1,7 +1,7 @@
 //! Conv: packed-GEMM convolution (1x1 reads the input as B directly, k x k writes an im2col
 //! straight into packed panels) and a direct depthwise kernel.
 
-use super::conv_direct::{self, DirectConv};
+use super::conv_direct::DirectConv;
 use super::gemm::{Bias, Blocking, Epilogue, PackedA, gemm_fill_b};
 use super::{Images, float_input, spatial_2d, zeroed_output};
 use crate::isa::{self, Isa};
@@ -19,7 +19,7 @@ pub struct ConvKernel {
     packed: Vec<PackedA>,
     /// Depthwise weights [C, kh*kw] when every group has one input and one output channel.
     depthwise: Option<Vec<f32>>,
-    /// Few input channels, one group: the direct kernel (used when stride and dilation are 1).
+    /// Stem convs on AVX-512F: the direct kernel (see `conv_direct`), instead of `packed`.
     direct: Option<DirectConv>,
     bias: Vec<f32>,
 }
@@ -62,8 +62,8 @@ impl ConvKernel {
         } else {
             [kernel[0], kernel[1]]
         };
-        let direct = (g == 1 && icg <= 4).then(|| DirectConv::new(wv, oc, icg, kernel_2d));
-        let packed = if depthwise.is_some() {
+        let direct = DirectConv::for_conv(wv, oc, icg, g, kernel_2d, &attrs.window);
+        let packed = if depthwise.is_some() || direct.is_some() {
             vec![]
         } else {
             (0..g)
@@ -135,14 +135,12 @@ impl ConvKernel {
         for b in 0..n {
             let xb = &xv[b * plane_in..(b + 1) * plane_in];
             let ob = &mut out[b * plane_out..(b + 1) * plane_out];
-            match &self.depthwise {
-                Some(w) => depthwise(xb, w, &self.bias, ob, c, in_hw, &rw, self.attrs.activation),
-                None => match &self.direct {
-                    Some(d) if conv_direct::eligible(g, c, &rw) => {
-                        d.run(xb, in_hw, &rw, &self.bias, self.attrs.activation, ob)
-                    }
-                    _ => self.grouped_gemm(xb, ob, in_hw, &rw),
-                },
+            match (&self.depthwise, &self.direct) {
+                (Some(w), _) => {
+                    depthwise(xb, w, &self.bias, ob, c, in_hw, &rw, self.attrs.activation)
+                }
+                (None, Some(d)) => d.run(xb, in_hw, &rw, &self.bias, self.attrs.activation, ob),
+                (None, None) => self.grouped_gemm(xb, ob, in_hw, &rw),
             }
         }
         let mut shape = vec![n, self.out_channels];
@@ -201,8 +199,10 @@ fn im2col_panel(
     let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
     let cols = nr.min(oh * ow - pj * nr);
     // The panel's pixels as runs along output rows: (first column, length, input y and x of
-    // the run's first window origin). A panel spans at most a few rows.
-    let mut runs = [(0usize, 0usize, 0isize, 0isize); 33];
+    // the run's first window origin). A panel has at most `nr` <= 32 pixels, so at most 32
+    // runs (one per pixel when the output is one pixel wide).
+    debug_assert!(nr <= 32);
+    let mut runs = [(0usize, 0usize, 0isize, 0isize); 32];
     let mut nruns = 0;
     let mut j = 0;
     while j < cols {
@@ -301,7 +301,8 @@ fn depthwise(
     out.par_chunks_mut(oh * ow)
         .enumerate()
         .take(channels)
-        .for_each(|(c, o)| {
+        // One padding buffer per worker, reused across its channels.
+        .for_each_init(Vec::new, |buf, (c, o)| {
             let job = DepthwiseChannel {
                 x,
                 w,
@@ -314,11 +315,11 @@ fn depthwise(
             match isa {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f.
-                Isa::Avx512 => unsafe { job.run_avx512(o) },
+                Isa::Avx512 => unsafe { job.run_avx512(o, buf) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
-                Isa::Avx2Fma => unsafe { job.run_avx2(o) },
-                _ => job.run(o),
+                Isa::Avx2Fma => unsafe { job.run_avx2(o, buf) },
+                _ => job.run(o, buf),
             }
         });
 }
@@ -336,18 +337,19 @@ struct DepthwiseChannel<'a> {
 impl DepthwiseChannel<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn run_avx2(&self, o: &mut [f32]) {
-        self.run(o)
+    fn run_avx2(&self, o: &mut [f32], buf: &mut Vec<f32>) {
+        self.run(o, buf)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    fn run_avx512(&self, o: &mut [f32]) {
-        self.run(o)
+    fn run_avx512(&self, o: &mut [f32], buf: &mut Vec<f32>) {
+        self.run(o, buf)
     }
 
+    /// `buf` is scratch for the padded channel of the 3x3 path.
     #[inline(always)]
-    fn run(&self, o: &mut [f32]) {
+    fn run(&self, o: &mut [f32], buf: &mut Vec<f32>) {
         let DepthwiseChannel {
             x,
             w,
@@ -366,7 +368,14 @@ impl DepthwiseChannel<'_> {
         let plane = &x[c * ih * iw..(c + 1) * ih * iw];
         if kh == 3 && kw == 3 && dh == 1 && dw == 1 && sh == sw && (sh == 1 || sh == 2) {
             let wc: &[f32; 9] = w[c * 9..c * 9 + 9].try_into().expect("9 taps");
-            let padded = Padded3x3::new(plane, [ih, iw], [pt as usize, pl as usize], [oh, ow], sh);
+            let padded = Padded3x3::new(
+                buf,
+                plane,
+                [ih, iw],
+                [pt as usize, pl as usize],
+                [oh, ow],
+                sh,
+            );
             if sh == 1 {
                 depthwise_3x3::<1>(&padded, wc, bias[c], [oh, ow], o);
             } else {
@@ -427,26 +436,28 @@ impl DepthwiseChannel<'_> {
 /// One channel copied into a zero-bordered buffer big enough that every output pixel, and
 /// every lane of the last 16-wide block of a row, reads inside it: the kernel then needs no
 /// bounds checks and no scalar border path.
-struct Padded3x3 {
-    data: Vec<f32>,
+struct Padded3x3<'a> {
+    data: &'a [f32],
     width: usize,
 }
 
-impl Padded3x3 {
+impl<'a> Padded3x3<'a> {
     fn new(
+        buf: &'a mut Vec<f32>,
         plane: &[f32],
         [ih, iw]: [usize; 2],
         [pt, pl]: [usize; 2],
         [oh, ow]: [usize; 2],
         stride: usize,
-    ) -> Padded3x3 {
+    ) -> Padded3x3<'a> {
         let height = ((oh - 1) * stride + 3).max(pt + ih);
         let width = (ow.div_ceil(16) * 16 * stride + 2).max(pl + iw);
-        let mut data = vec![0.0f32; height * width];
+        buf.clear();
+        buf.resize(height * width, 0.0);
         for y in 0..ih {
-            data[(pt + y) * width + pl..][..iw].copy_from_slice(&plane[y * iw..(y + 1) * iw]);
+            buf[(pt + y) * width + pl..][..iw].copy_from_slice(&plane[y * iw..(y + 1) * iw]);
         }
-        Padded3x3 { data, width }
+        Padded3x3 { data: buf, width }
     }
 }
 
