@@ -162,13 +162,10 @@ fn bench_backend(
     system::reset_peak_rss();
     let rss0 = system::rss_mb();
     let t0 = std::time::Instant::now();
-    let mut builder = Session::builder().backend(id).options(CompileOptions {
+    let builder = Session::builder().backend(id).options(CompileOptions {
         threads: a.threads,
         precision,
     });
-    if let Some(t) = a.threads {
-        builder = builder.threads(t);
-    }
     let session = match builder.compile(graph.clone()) {
         Ok(s) => s,
         Err(e) => return fail(r, "error", e),

@@ -11,7 +11,7 @@ use accel_core::{Error, Result, Tensor};
 struct DirWeights {
     /// W^T packed as B: [input, 4H].
     w: PackedB,
-    /// R for the per-step R·h, packed in column blocks (see `pack_recurrent`).
+    /// R for the per-step R·h, packed in column blocks (see `RecurrentWeights`).
     r: RecurrentWeights,
     /// Wb + Rb, [4H].
     bias: Vec<f32>,
