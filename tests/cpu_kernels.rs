@@ -98,18 +98,19 @@ fn check(what: &str, op: Op, x: Tensor, consts: Vec<(&str, Option<Tensor>)>, wan
                 },
             )
             .unwrap_or_else(|e| panic!("{what}: {e}"));
-        let got = exe
-            .run(&[x.view()])
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        for (o, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.shape(), w.shape(), "{what} output {o}");
-            let (g, w) = (g.to_f32_vec().unwrap(), w.to_f32_vec().unwrap());
-            let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-            for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-4 * scale,
-                    "{what} ({threads} threads) output {o}[{i}]: {a} vs reference {b} (scale {scale})"
-                );
+        // The first run allocates and plans memory; the second writes into the plan.
+        for got in [exe.run(&[x.view()]), exe.run(&[x.view()])] {
+            let got = got.unwrap_or_else(|e| panic!("{what}: {e}"));
+            for (o, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.shape(), w.shape(), "{what} output {o}");
+                let (g, w) = (g.to_f32_vec().unwrap(), w.to_f32_vec().unwrap());
+                let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * scale,
+                        "{what} ({threads} threads) output {o}[{i}]: {a} vs reference {b} (scale {scale})"
+                    );
+                }
             }
         }
     }

@@ -3,6 +3,8 @@
 //! The reference data is generated fresh by scripts/reference_outputs.py (the README's test
 //! command runs it) into target/accel-testdata/parity; the set includes the CRNN re-saved with
 //! its weights in an external data file, so external data is covered at model level.
+//! Each case runs three times on one executable: the first run allocates and records the
+//! memory plan, the second and third run in the planned arena (the third reusing it).
 
 use accel_core::npy::read_npy;
 use accel_core::{Backend, CompileOptions, Tensor, passes};
@@ -44,23 +46,25 @@ fn cpu_matches_onnx_runtime_on_every_model() {
             })
             .collect();
         let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
-        let outs = exe
-            .run(&views)
-            .unwrap_or_else(|e| panic!("{model} batch {batch}: {e}"));
-        for (vi, got) in g.outputs.iter().zip(&outs) {
-            let want =
-                read_npy(dir.join(case["outputs"][&vi.name].as_str().expect("output listed")))
-                    .unwrap();
-            let d = max_abs_diff(got, &want);
-            eprintln!(
-                "parity {model} batch {batch} output {}: max abs diff {d:.2e}",
-                vi.name
-            );
-            if d.is_nan() || d > TOLERANCE {
-                failures.push(format!(
-                    "{model} batch {batch} output {}: max abs diff {d}",
+        for run in ["allocating", "planned", "planned again"] {
+            let outs = exe
+                .run(&views)
+                .unwrap_or_else(|e| panic!("{model} batch {batch} ({run} run): {e}"));
+            for (vi, got) in g.outputs.iter().zip(&outs) {
+                let want =
+                    read_npy(dir.join(case["outputs"][&vi.name].as_str().expect("output listed")))
+                        .unwrap();
+                let d = max_abs_diff(got, &want);
+                eprintln!(
+                    "parity {model} batch {batch} output {} ({run} run): max abs diff {d:.2e}",
                     vi.name
-                ));
+                );
+                if d.is_nan() || d > TOLERANCE {
+                    failures.push(format!(
+                        "{model} batch {batch} output {} ({run} run): max abs diff {d}",
+                        vi.name
+                    ));
+                }
             }
         }
     }

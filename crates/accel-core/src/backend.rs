@@ -51,6 +51,22 @@ pub trait Executable: Send + Sync {
     /// Runs the graph on inputs given in the order of `Graph::inputs`; returns outputs in the
     /// order of `Graph::outputs`.
     fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>>;
+
+    /// What the compiled graph holds in memory, as far as the backend knows it.
+    fn memory(&self) -> MemoryStats {
+        MemoryStats::default()
+    }
+}
+
+/// Memory a compiled graph holds, in bytes; None where the backend does not say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Compiled (packed) weights.
+    pub weights: Option<usize>,
+    /// The planned activation arena of the largest input shape run so far.
+    pub arena: Option<usize>,
+    /// Kernel scratch buffers kept for reuse.
+    pub scratch: Option<usize>,
 }
 
 /// What probing a backend found: a usable backend, or the reason there is none.

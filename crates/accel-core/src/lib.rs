@@ -13,7 +13,7 @@ pub mod ops;
 pub mod passes;
 mod tensor;
 
-pub use backend::{Backend, CompileOptions, DeviceInfo, Executable, Precision, Probe};
+pub use backend::{Backend, CompileOptions, DeviceInfo, Executable, MemoryStats, Precision, Probe};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use half;

@@ -1,16 +1,32 @@
 //! Compiled CPU graph: a list of steps over numbered value slots, with weights packed once.
+//!
+//! The first run with a given set of input shapes allocates each value as it goes and records
+//! its shape; from that a [`MemoryPlan`] gives every intermediate f32 value a region of one
+//! arena (see `memory`), and values computed from shapes alone (tf2onnx's Shape/Gather/Concat
+//! chains) are kept as constants. Later runs with the same shapes write into the arena and
+//! skip the shape arithmetic: they allocate only the outputs they return. This is ONNX
+//! Runtime's memory-pattern approach; it plans at the first run rather than at compile time
+//! because the seed graphs' batch axis is symbolic.
 
 use crate::kernels::conv::ConvKernel;
 use crate::kernels::conv_transpose::ConvTransposeKernel;
 use crate::kernels::lstm::LstmKernel;
 use crate::kernels::matmul::{GemmKernel, MatMulKernel};
 use crate::kernels::pool::pool;
+use crate::kernels::pool::{pool_into, pool_shape};
+use crate::memory::{Lifetime, plan};
+use crate::scratch::ScratchPool;
 use accel_core::ir::{Graph, Node, Op, ValueInfo};
 use accel_core::ops::{self, reshape_shape, squeeze_shape, unsqueeze_shape};
 use accel_core::passes::check_inputs;
-use accel_core::{DType, Error, Executable, Precision, Result, Tensor, TensorView};
+use accel_core::{
+    DType, Error, Executable, MemoryStats, Precision, Result, Tensor, TensorView, numel,
+};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// Input-shape signatures whose plans are kept; the oldest is dropped beyond this.
+const MAX_PLANS: usize = 4;
 
 /// Where a step reads a value from.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +69,53 @@ pub struct CpuExecutable {
     consts: Vec<Arc<Tensor>>,
     steps: Vec<Step>,
     num_values: usize,
+    /// Values computed from input shapes and constants only.
+    shape_only: Vec<bool>,
+    /// Per value, the last step that reads it.
+    last_use: Vec<Option<usize>>,
+    plans: Mutex<Vec<PlanSlot>>,
     pool: rayon::ThreadPool,
+    /// Kernel scratch of this graph's workers.
+    scratch: Arc<ScratchPool>,
+}
+
+/// Where a value lives in a planned run.
+#[derive(Clone, Debug)]
+enum Place {
+    /// Graph input i, read from the caller's buffer.
+    Input(usize),
+    /// Graph input i seen with another shape (a Reshape of it).
+    InputView(usize, Vec<usize>),
+    /// `numel(shape)` f32s at `offset` in the arena.
+    Arena { offset: usize, shape: Vec<usize> },
+    /// Computed from shapes alone: the same in every run with these input shapes.
+    Static(Arc<Tensor>),
+    /// Allocated by its producer each run: graph outputs, non-f32 values, fallbacks. The
+    /// shape is kept for f32 values, which are then written straight into a new buffer.
+    Owned(Option<Vec<usize>>),
+    /// Never produced or never read.
+    Unused,
+}
+
+/// The memory plan for one set of input shapes.
+struct MemoryPlan {
+    places: Vec<Place>,
+    arena_len: usize,
+    /// Steps whose outputs are all `Static`.
+    skip: Vec<bool>,
+}
+
+struct PlanSlot {
+    key: Vec<(DType, Vec<usize>)>,
+    plan: Arc<MemoryPlan>,
+    /// Arenas not in use by a run.
+    idle: Vec<Vec<f32>>,
+}
+
+/// Shapes and dtypes seen by a recording run, and the shape-only values' contents.
+struct Recording {
+    types: Vec<Option<(DType, Vec<usize>)>>,
+    statics: Vec<Option<Arc<Tensor>>>,
 }
 
 impl CpuExecutable {
@@ -129,22 +191,43 @@ impl CpuExecutable {
                 }
             })
             .collect();
-        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        let mut last_use: Vec<Option<usize>> = vec![None; num_values];
         for (si, s) in steps.iter().enumerate() {
             for slot in s.inputs.iter().flatten() {
                 if let Slot::Value(v) = slot {
-                    last_use.insert(*v, si);
+                    last_use[*v] = Some(si);
                 }
             }
         }
-        for (v, si) in last_use {
-            if !keep.contains(&v) {
-                steps[si].frees.push(v);
+        for (v, si) in last_use.iter().enumerate() {
+            if let Some(si) = si
+                && !keep.contains(&v)
+            {
+                steps[*si].frees.push(v);
             }
         }
+        // Shape arithmetic: Shape of anything, and light ops over constants and such values.
+        let mut shape_only = vec![false; num_values];
+        for s in &steps {
+            let from_shapes = matches!(s.kernel, Kernel::Core)
+                && (matches!(s.node.op, Op::Shape { .. })
+                    || (s.inputs.iter().any(Option::is_some)
+                        && s.inputs.iter().flatten().all(|slot| match slot {
+                            Slot::Const(_) => true,
+                            Slot::Value(v) => shape_only[*v],
+                        })));
+            if from_shapes {
+                for o in s.outputs.iter().flatten() {
+                    shape_only[*o] = true;
+                }
+            }
+        }
+        let scratch = Arc::new(ScratchPool::default());
+        let worker_scratch = scratch.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("accel-cpu-{i}"))
+            .start_handler(move |_| crate::scratch::install(worker_scratch.clone()))
             .build()
             .map_err(|e| Error::Other(format!("cannot start {threads} CPU worker threads: {e}")))?;
         Ok(CpuExecutable {
@@ -154,7 +237,11 @@ impl CpuExecutable {
             consts,
             steps,
             num_values,
+            shape_only,
+            last_use,
+            plans: Mutex::new(Vec::new()),
             pool,
+            scratch,
         })
     }
 }
@@ -251,27 +338,27 @@ fn require_f32(node: &Node, ins: &[Option<&Tensor>]) -> Result<()> {
 
 fn run_step(step: &Step, ins: &[Option<&Tensor>], owned_x: Option<Tensor>) -> Result<Vec<Tensor>> {
     let node = &step.node;
-    let x = || require(node, ins, 0);
+    let x = || require(node, ins, 0).map(Tensor::view);
+    let opt = |i: usize| ins.get(i).copied().flatten().map(Tensor::view);
     match &step.kernel {
         Kernel::Conv(k) => Ok(vec![k.run(node, x()?)?]),
         Kernel::ConvTranspose(k) => Ok(vec![k.run(node, x()?)?]),
         Kernel::MatMul(k) => {
             require_f32(node, ins)?;
-            Ok(vec![k.run(node, x()?, require(node, ins, 1)?)?])
+            Ok(vec![k.run(node, x()?, require(node, ins, 1)?.view())?])
         }
         Kernel::Gemm(k) => {
             require_f32(node, ins)?;
             Ok(vec![k.run(
                 node,
                 x()?,
-                require(node, ins, 1)?,
-                ins.get(2).copied().flatten(),
+                require(node, ins, 1)?.view(),
+                opt(2),
             )?])
         }
         Kernel::Lstm(k) => {
             require_f32(node, ins)?;
-            let o = |i| ins.get(i).copied().flatten();
-            k.run(node, x()?, o(4), o(5), o(6))
+            k.run(node, x()?, opt(4), opt(5), opt(6))
         }
         Kernel::Dynamic => {
             require_f32(node, ins)?;
@@ -285,19 +372,14 @@ fn run_step(step: &Step, ins: &[Option<&Tensor>], owned_x: Option<Tensor>) -> Re
                 Op::Lstm(l) => {
                     let r = require(node, ins, 2)?;
                     let b = ins.get(3).copied().flatten();
-                    let o = |i| ins.get(i).copied().flatten();
-                    LstmKernel::new(node, l, w, r, b)?.run(node, x()?, o(4), o(5), o(6))
+                    LstmKernel::new(node, l, w, r, b)?.run(node, x()?, opt(4), opt(5), opt(6))
                 }
                 _ => unreachable!("only convs and LSTM compile to Dynamic"),
             }
         }
         Kernel::Pool { max } => {
             require_f32(node, ins)?;
-            let p = match &node.op {
-                Op::MaxPool(p) | Op::AveragePool(p) => p,
-                _ => unreachable!("Pool kernels come from pool ops"),
-            };
-            Ok(vec![pool(node, p, *max, x()?)?])
+            Ok(vec![pool(node, pool_attrs(node), *max, x()?)?])
         }
         Kernel::Core => {
             // Shape-only ops move their input when this was its last reader.
@@ -331,63 +413,80 @@ fn run_step(step: &Step, ins: &[Option<&Tensor>], owned_x: Option<Tensor>) -> Re
     }
 }
 
-impl Executable for CpuExecutable {
-    fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
-        check_inputs(&self.inputs, inputs)?;
+fn pool_attrs(node: &Node) -> &accel_core::ir::Pool {
+    match &node.op {
+        Op::MaxPool(p) | Op::AveragePool(p) => p,
+        _ => unreachable!("Pool kernels come from pool ops"),
+    }
+}
+
+/// Ops whose output is their input seen with another shape.
+fn is_reshape(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Flatten { .. } | Op::Identity
+    )
+}
+
+impl CpuExecutable {
+    /// Runs allocating every value, as the first run of each input-shape signature does;
+    /// `record` collects what the memory plan needs.
+    fn run_allocating<'s>(
+        &'s self,
+        inputs: &[TensorView],
+        mut record: Option<&mut Recording>,
+        times: &mut Vec<(f64, &'s str, &'s str)>,
+    ) -> Result<Vec<Tensor>> {
         let mut env: Vec<Option<Tensor>> = (0..self.num_values).map(|_| None).collect();
         for (slot, t) in env.iter_mut().zip(inputs) {
             *slot = Some(t.to_tensor());
         }
-        let profile = self.profile;
-        let mut times: Vec<(f64, &str, &str)> = Vec::new();
-        self.pool.install(|| -> Result<()> {
-            for step in &self.steps {
-                let t0 = profile.then(std::time::Instant::now);
-                // Reshape-like ops may take their input instead of copying it.
-                let movable = matches!(
-                    step.node.op,
-                    Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze
-                );
-                let owned_x = match step.inputs.first() {
-                    Some(Some(Slot::Value(v))) if movable && step.frees.contains(v) => {
-                        env[*v].take()
+        for step in &self.steps {
+            let t0 = self.profile.then(std::time::Instant::now);
+            // Reshape-like ops may take their input instead of copying it.
+            let movable = matches!(
+                step.node.op,
+                Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze
+            );
+            let owned_x = match step.inputs.first() {
+                Some(Some(Slot::Value(v))) if movable && step.frees.contains(v) => env[*v].take(),
+                _ => None,
+            };
+            let outs = {
+                let ins: Vec<Option<&Tensor>> = step
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| match s {
+                        None => None,
+                        Some(_) if i == 0 && owned_x.is_some() => None,
+                        Some(Slot::Const(c)) => Some(self.consts[*c].as_ref()),
+                        Some(Slot::Value(v)) => env[*v].as_ref(),
+                    })
+                    .collect();
+                run_step(step, &ins, owned_x)?
+            };
+            for (slot, t) in step.outputs.iter().zip(outs) {
+                if let Some(s) = slot {
+                    if let Some(r) = record.as_deref_mut() {
+                        r.types[*s] = Some((t.dtype(), t.shape().to_vec()));
+                        if self.shape_only[*s] {
+                            r.statics[*s] = Some(Arc::new(t.clone()));
+                        }
                     }
-                    _ => None,
-                };
-                let outs = {
-                    let ins: Vec<Option<&Tensor>> = step
-                        .inputs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| match s {
-                            None => None,
-                            Some(_) if i == 0 && owned_x.is_some() => None,
-                            Some(Slot::Const(c)) => Some(self.consts[*c].as_ref()),
-                            Some(Slot::Value(v)) => env[*v].as_ref(),
-                        })
-                        .collect();
-                    run_step(step, &ins, owned_x)?
-                };
-                for (slot, t) in step.outputs.iter().zip(outs) {
-                    if let Some(s) = slot {
-                        env[*s] = Some(t);
-                    }
-                }
-                for v in &step.frees {
-                    env[*v] = None;
-                }
-                if let Some(t0) = t0 {
-                    times.push((
-                        t0.elapsed().as_secs_f64() * 1e3,
-                        step.node.op.name(),
-                        &step.node.name,
-                    ));
+                    env[*s] = Some(t);
                 }
             }
-            Ok(())
-        })?;
-        if profile {
-            print_profile(&mut times);
+            for v in &step.frees {
+                env[*v] = None;
+            }
+            if let Some(t0) = t0 {
+                times.push((
+                    t0.elapsed().as_secs_f64() * 1e3,
+                    step.node.op.name(),
+                    &step.node.name,
+                ));
+            }
         }
         self.outputs
             .iter()
@@ -398,6 +497,416 @@ impl Executable for CpuExecutable {
                     .ok_or_else(|| Error::Other("an output was not computed".into())),
             })
             .collect()
+    }
+
+    /// Places every value from what a recording run saw.
+    fn build_plan(&self, rec: Recording) -> MemoryPlan {
+        let nv = self.num_values;
+        let mut places: Vec<Place> = vec![Place::Unused; nv];
+        for (i, p) in places.iter_mut().enumerate().take(self.inputs.len()) {
+            *p = Place::Input(i);
+        }
+        let is_output: Vec<bool> = (0..nv)
+            .map(|v| {
+                self.outputs
+                    .iter()
+                    .any(|s| matches!(s, Slot::Value(o) if *o == v))
+            })
+            .collect();
+        // Arena values: (root value whose region it shares, producer step).
+        let mut root: Vec<Option<usize>> = vec![None; nv];
+        let mut first: Vec<usize> = vec![0; nv];
+        let mut skip = vec![false; self.steps.len()];
+        for (si, step) in self.steps.iter().enumerate() {
+            let mut all_static = true;
+            for &v in step.outputs.iter().flatten() {
+                let Some((dtype, shape)) = rec.types[v].clone() else {
+                    all_static = false;
+                    continue;
+                };
+                if let Some(t) = rec.statics[v].clone() {
+                    places[v] = Place::Static(t);
+                    continue;
+                }
+                all_static = false;
+                if is_output[v] || dtype != DType::F32 {
+                    places[v] = Place::Owned((dtype == DType::F32).then_some(shape));
+                    continue;
+                }
+                places[v] = match &step.kernel {
+                    Kernel::Core if is_reshape(&step.node.op) => match step.inputs.first() {
+                        Some(Some(Slot::Value(u))) => match &places[*u] {
+                            Place::Arena { .. } => {
+                                root[v] = root[*u];
+                                Place::Arena { offset: 0, shape }
+                            }
+                            Place::Input(i) | Place::InputView(i, _) => Place::InputView(*i, shape),
+                            _ => Place::Owned(None),
+                        },
+                        _ => Place::Owned(None),
+                    },
+                    Kernel::Dynamic => Place::Owned(None),
+                    _ => {
+                        root[v] = Some(v);
+                        first[v] = si;
+                        Place::Arena { offset: 0, shape }
+                    }
+                };
+            }
+            skip[si] = all_static && step.outputs.iter().flatten().next().is_some();
+        }
+        // A region lives from its producer to the last reader of any value sharing it.
+        let mut last: Vec<usize> = first.clone();
+        for (v, r) in root.iter().enumerate() {
+            if let Some(r) = *r {
+                last[r] = last[r].max(self.last_use[v].unwrap_or(first[r]));
+            }
+        }
+        let roots: Vec<usize> = (0..nv).filter(|&v| root[v] == Some(v)).collect();
+        let lifetimes: Vec<Lifetime> = roots
+            .iter()
+            .map(|&r| Lifetime {
+                first: first[r],
+                last: last[r],
+                len: match &places[r] {
+                    Place::Arena { shape, .. } => numel(shape),
+                    _ => 0,
+                },
+            })
+            .collect();
+        let (offsets, arena_len) = plan(&lifetimes);
+        let root_offset: HashMap<usize, usize> = roots.into_iter().zip(offsets).collect();
+        for v in 0..nv {
+            if let (Some(r), Place::Arena { offset, .. }) = (root[v], &mut places[v]) {
+                *offset = root_offset[&r];
+            }
+        }
+        MemoryPlan {
+            places,
+            arena_len,
+            skip,
+        }
+    }
+
+    /// Runs with every intermediate value in `arena`, laid out by `plan`.
+    fn run_planned<'s>(
+        &'s self,
+        plan: &MemoryPlan,
+        arena: &mut [f32],
+        inputs: &[TensorView],
+        times: &mut Vec<(f64, &'s str, &'s str)>,
+    ) -> Result<Vec<Tensor>> {
+        assert!(arena.len() >= plan.arena_len, "arena smaller than its plan");
+        let base = arena.as_mut_ptr();
+        // Values allocated by their producers (Owned): few, so a short list rather than a slot
+        // per value.
+        let mut env: Vec<(usize, Tensor)> = Vec::new();
+        for (si, step) in self.steps.iter().enumerate() {
+            if plan.skip[si] {
+                continue;
+            }
+            let t0 = self.profile.then(std::time::Instant::now);
+            let region = |offset: usize, shape: &[usize]| -> *mut f32 {
+                debug_assert!(offset + numel(shape) <= plan.arena_len);
+                // SAFETY: offset + numel(shape) <= arena_len <= arena.len() (planned so).
+                unsafe { base.add(offset) }
+            };
+            let view = |slot: &Slot| -> Result<TensorView> {
+                let v = match slot {
+                    Slot::Const(c) => return Ok(self.consts[*c].view()),
+                    Slot::Value(v) => *v,
+                };
+                Ok(match &plan.places[v] {
+                    Place::Input(i) => inputs[*i],
+                    Place::InputView(i, shape) => {
+                        TensorView::from_slice(shape, inputs[*i].as_slice::<f32>()?)?
+                    }
+                    Place::Arena { offset, shape } => {
+                        // SAFETY: the planner gives values alive at the same step disjoint
+                        // regions; this value was written by its producer and is only read
+                        // from now on, while this step writes only its own outputs' regions.
+                        let data = unsafe {
+                            std::slice::from_raw_parts(region(*offset, shape), numel(shape))
+                        };
+                        TensorView::from_slice(shape, data)?
+                    }
+                    Place::Static(t) => t.view(),
+                    Place::Owned(_) => env
+                        .iter()
+                        .find(|(u, _)| *u == v)
+                        .ok_or_else(|| {
+                            Error::Other("a value was read before it was computed".into())
+                        })?
+                        .1
+                        .view(),
+                    Place::Unused => {
+                        return Err(Error::Other(
+                            "a step read a value that was never planned".into(),
+                        ));
+                    }
+                })
+            };
+            let ins: Vec<Option<TensorView>> = step
+                .inputs
+                .iter()
+                .map(|s| s.as_ref().map(view).transpose())
+                .collect::<Result<_>>()?;
+            // Output regions; None for outputs allocated by the step (Owned) or not kept.
+            let out_regions: Vec<Option<&mut [f32]>> = step
+                .outputs
+                .iter()
+                .map(|o| match o.map(|v| &plan.places[v]) {
+                    Some(Place::Arena { offset, shape }) => {
+                        // SAFETY: as above: this region belongs to this output alone while
+                        // the step runs (outputs and inputs are alive together, so disjoint).
+                        Some(unsafe {
+                            std::slice::from_raw_parts_mut(region(*offset, shape), numel(shape))
+                        })
+                    }
+                    _ => None,
+                })
+                .collect();
+            let aliased = is_reshape(&step.node.op)
+                && step.outputs.iter().flatten().all(|&v| {
+                    matches!(
+                        plan.places[v],
+                        Place::Arena { .. } | Place::InputView(..) | Place::Static(_)
+                    )
+                });
+            let owned = if aliased {
+                vec![]
+            } else {
+                self.step_into(plan, step, &ins, out_regions)?
+            };
+            for (o, t) in step.outputs.iter().zip(owned) {
+                if let (Some(v), Some(t)) = (o, t) {
+                    env.push((*v, t));
+                }
+            }
+            env.retain(|(v, _)| !step.frees.contains(v));
+            if let Some(t0) = t0 {
+                times.push((
+                    t0.elapsed().as_secs_f64() * 1e3,
+                    step.node.op.name(),
+                    &step.node.name,
+                ));
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|s| match s {
+                Slot::Const(c) => Ok(self.consts[*c].as_ref().clone()),
+                Slot::Value(v) => match &plan.places[*v] {
+                    Place::Owned(_) => env
+                        .iter()
+                        .position(|(u, _)| u == v)
+                        .map(|i| env.swap_remove(i).1)
+                        .ok_or_else(|| Error::Other("an output was not computed".into())),
+                    Place::Input(i) => Ok(inputs[*i].to_tensor()),
+                    Place::Static(t) => Ok(t.as_ref().clone()),
+                    _ => Err(Error::Other("an output was planned into the arena".into())),
+                },
+            })
+            .collect()
+    }
+
+    /// One step of a planned run: writes outputs that have a region into it and returns the
+    /// others (in output order; None where written to a region).
+    fn step_into(
+        &self,
+        plan: &MemoryPlan,
+        step: &Step,
+        ins: &[Option<TensorView>],
+        mut regions: Vec<Option<&mut [f32]>>,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let node = &step.node;
+        let x = || {
+            ins.first()
+                .copied()
+                .flatten()
+                .ok_or_else(|| Error::node(node, "input 0 is required"))
+        };
+        let opt = |i: usize| ins.get(i).copied().flatten();
+        // A single f32 output goes into its region, or into a new buffer when it is returned.
+        let mut fresh: Option<(Vec<f32>, &Vec<usize>)> = match (
+            regions.first().map(Option::is_some),
+            step.outputs
+                .first()
+                .copied()
+                .flatten()
+                .map(|v| &plan.places[v]),
+        ) {
+            (Some(false), Some(Place::Owned(Some(shape))))
+                if regions.len() == 1
+                    && !matches!(step.kernel, Kernel::Lstm(_) | Kernel::Dynamic) =>
+            {
+                Some((vec![0.0; numel(shape)], shape))
+            }
+            _ => None,
+        };
+        if regions.len() == 1 && (regions[0].is_some() || fresh.is_some()) {
+            let out: &mut [f32] = match (regions[0].as_deref_mut(), fresh.as_mut()) {
+                (Some(r), _) => r,
+                (None, Some((buf, _))) => buf,
+                (None, None) => unreachable!("checked above"),
+            };
+            let done = match &step.kernel {
+                Kernel::Conv(k) => k.run_into(node, x()?, out).map(|_| true)?,
+                Kernel::ConvTranspose(k) => k.run_into(node, x()?, out).map(|_| true)?,
+                Kernel::MatMul(k) => {
+                    let b = opt(1).ok_or_else(|| Error::node(node, "input 1 is required"))?;
+                    k.run_into(node, x()?, b, out).map(|_| true)?
+                }
+                Kernel::Gemm(k) => {
+                    let b = opt(1).ok_or_else(|| Error::node(node, "input 1 is required"))?;
+                    k.run_into(node, x()?, b, opt(2), out).map(|_| true)?
+                }
+                Kernel::Pool { max } => {
+                    let x = x()?;
+                    let shape = pool_shape(node, pool_attrs(node), x.shape())?;
+                    if numel(&shape) == out.len() {
+                        pool_into(node, pool_attrs(node), *max, x, out)?;
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Kernel::Core => match step.outputs[0].map(|v| &plan.places[v]) {
+                    Some(Place::Arena { shape, .. } | Place::Owned(Some(shape))) => {
+                        ops::eval_f32_into(node, ins, shape, out)?
+                    }
+                    _ => false,
+                },
+                Kernel::Lstm(_) | Kernel::Dynamic => false,
+            };
+            if done {
+                return Ok(vec![match fresh {
+                    Some((buf, shape)) => Some(Tensor::from_vec(shape.clone(), buf)?),
+                    None => None,
+                }]);
+            }
+        }
+        if let Kernel::Lstm(k) = &step.kernel {
+            // Y, Y_h, Y_c: each into its region, a new buffer when returned, or not at all.
+            let mut fresh: Vec<Option<(Vec<f32>, &Vec<usize>)>> = (0..3)
+                .map(
+                    |i| match (regions.get(i).map(Option::is_some), step.outputs.get(i)) {
+                        (Some(false), Some(Some(v))) => match &plan.places[*v] {
+                            Place::Owned(Some(shape)) => Some((vec![0.0; numel(shape)], shape)),
+                            _ => None,
+                        },
+                        _ => None,
+                    },
+                )
+                .collect();
+            let mut regions = regions.into_iter();
+            let mut fresh_it = fresh.iter_mut();
+            let outs: [Option<&mut [f32]>; 3] = std::array::from_fn(|_| {
+                let r = regions.next().flatten();
+                let f = fresh_it
+                    .next()
+                    .and_then(|f| f.as_mut().map(|(b, _)| &mut b[..]));
+                r.or(f)
+            });
+            k.run_into(node, x()?, opt(4), opt(5), opt(6), outs)?;
+            return fresh
+                .into_iter()
+                .take(step.outputs.len())
+                .map(|f| {
+                    f.map(|(buf, shape)| Tensor::from_vec(shape.clone(), buf))
+                        .transpose()
+                })
+                .collect();
+        }
+        // Everything else computes with allocated tensors; results with a region are copied
+        // into it.
+        let owned_ins: Vec<Option<Tensor>> = ins.iter().map(|v| v.map(|v| v.to_tensor())).collect();
+        let refs: Vec<Option<&Tensor>> = owned_ins.iter().map(Option::as_ref).collect();
+        let outs = run_step(step, &refs, None)?;
+        Ok(outs
+            .into_iter()
+            .zip(
+                regions
+                    .iter_mut()
+                    .map(Option::take)
+                    .chain(std::iter::repeat_with(|| None)),
+            )
+            .map(|(t, region)| match region {
+                Some(r) => {
+                    r.copy_from_slice(t.as_slice::<f32>().expect("planned values are f32"));
+                    None
+                }
+                None => Some(t),
+            })
+            .collect())
+    }
+}
+
+impl Executable for CpuExecutable {
+    fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
+        check_inputs(&self.inputs, inputs)?;
+        let key: Vec<(DType, Vec<usize>)> = inputs
+            .iter()
+            .map(|t| (t.dtype(), t.shape().to_vec()))
+            .collect();
+        let mut times: Vec<(f64, &str, &str)> = Vec::new();
+        let planned = {
+            let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+            plans.iter_mut().find(|p| p.key == key).map(|p| {
+                let arena = p.idle.pop().unwrap_or_default();
+                (p.plan.clone(), arena)
+            })
+        };
+        let outputs = match planned {
+            Some((plan, mut arena)) => {
+                if arena.len() < plan.arena_len {
+                    arena = vec![0.0; plan.arena_len];
+                }
+                let out = self
+                    .pool
+                    .install(|| self.run_planned(&plan, &mut arena, inputs, &mut times));
+                let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(p) = plans.iter_mut().find(|p| p.key == key) {
+                    p.idle.push(arena);
+                }
+                out?
+            }
+            None => {
+                let mut rec = Recording {
+                    types: vec![None; self.num_values],
+                    statics: vec![None; self.num_values],
+                };
+                let out = self
+                    .pool
+                    .install(|| self.run_allocating(inputs, Some(&mut rec), &mut times))?;
+                let plan = Arc::new(self.build_plan(rec));
+                let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+                if !plans.iter().any(|p| p.key == key) {
+                    if plans.len() >= MAX_PLANS {
+                        plans.remove(0);
+                    }
+                    plans.push(PlanSlot {
+                        key,
+                        plan,
+                        idle: vec![],
+                    });
+                }
+                out
+            }
+        };
+        if self.profile {
+            print_profile(&mut times);
+        }
+        Ok(outputs)
+    }
+
+    fn memory(&self) -> MemoryStats {
+        let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        MemoryStats {
+            weights: Some(self.weight_bytes()),
+            arena: plans.iter().map(|p| p.plan.arena_len * 4).max(),
+            scratch: Some(self.scratch.held_bytes()),
+        }
     }
 }
 

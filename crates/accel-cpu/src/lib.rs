@@ -5,6 +5,8 @@
 mod executor;
 pub mod isa;
 pub mod kernels;
+mod memory;
+pub mod scratch;
 
 pub use executor::CpuExecutable;
 

@@ -75,6 +75,12 @@ impl Session {
     }
 
     /// Runs the model; inputs in the order of [`Session::inputs`].
+    /// Memory the compiled graph holds (weights, activation arena, scratch), where the
+    /// backend reports it.
+    pub fn memory(&self) -> accel_core::MemoryStats {
+        self.exe.memory()
+    }
+
     pub fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
         self.exe.run(inputs)
     }

@@ -51,6 +51,10 @@ pub struct BenchResult {
     p99_ms: Option<f64>,
     throughput_ips: Option<f64>,
     peak_mem_mb: Option<f64>,
+    /// Backend-reported bytes: packed weights, the planned activation arena, kernel scratch.
+    weights_mb: Option<f64>,
+    arena_mb: Option<f64>,
+    scratch_mb: Option<f64>,
     energy_mj: Option<f64>,
     max_abs_diff: Option<f64>,
     iters: usize,
@@ -194,6 +198,9 @@ fn bench_backend(
         (Some(p), Some(s)) => Some((p - s).max(0.0)),
         _ => None,
     };
+    let mem = session.memory();
+    let mb = |b: Option<usize>| b.map(|b| b as f64 / (1024.0 * 1024.0));
+    (r.weights_mb, r.arena_mb, r.scratch_mb) = (mb(mem.weights), mb(mem.arena), mb(mem.scratch));
     // Energy counted over warm-up and timed runs together, per image.
     r.energy_mj = match (e0, e1) {
         (Some(x), Some(y)) if y >= x => {
@@ -256,7 +263,7 @@ pub fn run(mut a: Args) -> Result<()> {
                     r.status.clone(),
                     r.batch.to_string(),
                 ];
-                row.extend(std::iter::repeat_n("-".to_string(), 8));
+                row.extend(std::iter::repeat_n("-".to_string(), 9));
                 rows.push(row);
                 continue;
             }
@@ -271,6 +278,7 @@ pub fn run(mut a: Args) -> Result<()> {
                 opt(r.p99_ms, table::ms),
                 opt(r.throughput_ips, |v| format!("{v:.1}")),
                 opt(r.peak_mem_mb, |v| format!("{v:.1}")),
+                opt(r.arena_mb, |v| format!("{v:.2}")),
                 opt(r.energy_mj, |v| format!("{v:.2}")),
                 opt(r.max_abs_diff, |v| format!("{v:.1e}")),
             ]);
@@ -287,6 +295,7 @@ pub fn run(mut a: Args) -> Result<()> {
         "p99 ms",
         "img/s",
         "peak MB",
+        "arena MB",
         "mJ/img",
         "max|diff|",
     ];

@@ -41,8 +41,8 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
     strides
 }
 
-/// Applies `f` elementwise over broadcast operands. The innermost axis runs as a tight loop.
-fn zip_broadcast<A: Copy, B: Copy, O>(
+/// Applies `f` elementwise over broadcast operands.
+fn zip_broadcast<A: Copy, B: Copy, O: Copy + Default>(
     a: &[A],
     ash: &[usize],
     b: &[B],
@@ -50,35 +50,52 @@ fn zip_broadcast<A: Copy, B: Copy, O>(
     f: impl Fn(A, B) -> O,
 ) -> Result<(Vec<usize>, Vec<O>)> {
     let out_shape = broadcast_shapes(ash, bsh)?;
-    let n = crate::checked_numel(&out_shape)?;
-    let mut out = Vec::with_capacity(n);
+    let mut out = vec![O::default(); crate::checked_numel(&out_shape)?];
+    zip_broadcast_into(a, ash, b, bsh, &out_shape, &mut out, f);
+    Ok((out_shape, out))
+}
+
+/// `out` (of `out_shape`, the broadcast of `ash` and `bsh`) = f(a, b) elementwise. The
+/// innermost axis runs as a tight loop.
+pub fn zip_broadcast_into<A: Copy, B: Copy, O>(
+    a: &[A],
+    ash: &[usize],
+    b: &[B],
+    bsh: &[usize],
+    out_shape: &[usize],
+    out: &mut [O],
+    f: impl Fn(A, B) -> O,
+) {
+    let n = out.len();
     if ash == bsh {
-        out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
-        return Ok((out_shape, out));
+        out.iter_mut()
+            .zip(a.iter().zip(b))
+            .for_each(|(o, (&x, &y))| *o = f(x, y));
+        return;
     }
     if b.len() == 1 {
         let y = b[0];
-        out.extend(a.iter().map(|&x| f(x, y)));
-        return Ok((out_shape, out));
+        out.iter_mut().zip(a).for_each(|(o, &x)| *o = f(x, y));
+        return;
     }
     if a.len() == 1 {
         let x = a[0];
-        out.extend(b.iter().map(|&y| f(x, y)));
-        return Ok((out_shape, out));
+        out.iter_mut().zip(b).for_each(|(o, &y)| *o = f(x, y));
+        return;
     }
     if n == 0 {
-        return Ok((out_shape, out));
+        return;
     }
     let rank = out_shape.len();
-    let sa = broadcast_strides(ash, &out_shape);
-    let sb = broadcast_strides(bsh, &out_shape);
+    let sa = broadcast_strides(ash, out_shape);
+    let sb = broadcast_strides(bsh, out_shape);
     let inner = out_shape[rank - 1];
     let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
     let mut idx = vec![0usize; rank - 1];
     let (mut oa, mut ob) = (0usize, 0usize);
-    for _ in 0..n / inner {
-        for k in 0..inner {
-            out.push(f(a[oa + k * ia], b[ob + k * ib]));
+    for row in out.chunks_exact_mut(inner) {
+        for (k, o) in row.iter_mut().enumerate() {
+            *o = f(a[oa + k * ia], b[ob + k * ib]);
         }
         // Advance the odometer over the outer axes.
         for d in (0..rank - 1).rev() {
@@ -93,7 +110,6 @@ fn zip_broadcast<A: Copy, B: Copy, O>(
             idx[d] = 0;
         }
     }
-    Ok((out_shape, out))
 }
 
 fn arith<T: Copy + PartialOrd>(
@@ -125,7 +141,8 @@ fn compare<T: PartialOrd + Copy>(op: BinaryOp) -> Option<fn(T, T) -> bool> {
     })
 }
 
-fn f32_op(op: BinaryOp) -> Option<fn(f32, f32) -> f32> {
+/// The f32 function of an arithmetic binary op (None for comparisons and logic).
+pub fn f32_op(op: BinaryOp) -> Option<fn(f32, f32) -> f32> {
     arith::<f32>(
         op,
         |x, y| x + y,

@@ -133,32 +133,43 @@ pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// Builds an output of `out_shape` whose element at multi-index `i` is
 /// `src[base + sum(i[d] * src_strides[d])]`: transpose, slice and broadcast in one routine.
-fn gather_strided<T: Copy>(
+fn gather_strided<T: Copy + Default>(
     src: &[T],
     out_shape: &[usize],
     src_strides: &[isize],
     base: isize,
 ) -> Vec<T> {
-    let n: usize = out_shape.iter().product();
-    let mut out = Vec::with_capacity(n);
-    if n == 0 {
-        return out;
+    let mut out = vec![T::default(); out_shape.iter().product()];
+    gather_strided_into(src, out_shape, src_strides, base, &mut out);
+    out
+}
+
+/// [`gather_strided`] into `out`, which holds exactly `out_shape`'s element count.
+pub fn gather_strided_into<T: Copy>(
+    src: &[T],
+    out_shape: &[usize],
+    src_strides: &[isize],
+    base: isize,
+    out: &mut [T],
+) {
+    if out.is_empty() {
+        return;
     }
     let rank = out_shape.len();
     if rank == 0 {
-        out.push(src[base as usize]);
-        return out;
+        out[0] = src[base as usize];
+        return;
     }
     let inner = out_shape[rank - 1];
     let is = src_strides[rank - 1];
     let mut idx = vec![0usize; rank];
     let mut off = base;
-    for _ in 0..n / inner {
+    for row in out.chunks_exact_mut(inner) {
         if is == 1 {
-            out.extend_from_slice(&src[off as usize..off as usize + inner]);
+            row.copy_from_slice(&src[off as usize..off as usize + inner]);
         } else {
-            for k in 0..inner as isize {
-                out.push(src[(off + k * is) as usize]);
+            for (k, o) in row.iter_mut().enumerate() {
+                *o = src[(off + k as isize * is) as usize];
             }
         }
         for d in (0..rank - 1).rev() {
@@ -171,11 +182,11 @@ fn gather_strided<T: Copy>(
             idx[d] = 0;
         }
     }
-    out
 }
 
-pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
-    let rank = x.rank();
+/// Source strides and output shape of a transpose by `perm` (checked to be a permutation).
+pub fn transpose_strides(shape: &[usize], perm: &[usize]) -> Result<(Vec<usize>, Vec<isize>)> {
+    let rank = shape.len();
     let mut seen = vec![false; rank];
     if perm.len() != rank
         || perm
@@ -186,20 +197,32 @@ pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
             "perm {perm:?} is not a permutation of {rank} axes"
         ));
     }
-    let s = strides(x.shape());
-    let out_shape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
-    let src_strides: Vec<isize> = perm.iter().map(|&p| s[p] as isize).collect();
+    let s = strides(shape);
+    Ok((
+        perm.iter().map(|&p| shape[p]).collect(),
+        perm.iter().map(|&p| s[p] as isize).collect(),
+    ))
+}
+
+/// Source strides of `shape` broadcast to `out` (0 along broadcast axes).
+pub fn broadcast_src_strides(shape: &[usize], out: &[usize]) -> Vec<isize> {
+    let rank = out.len();
+    let s = strides(shape);
+    let mut src_strides = vec![0isize; rank];
+    for (i, (&d, &st)) in shape.iter().zip(&s).enumerate() {
+        src_strides[i + rank - shape.len()] = if d == 1 { 0 } else { st as isize };
+    }
+    src_strides
+}
+
+pub fn transpose(x: &Tensor, perm: &[usize]) -> Result<Tensor> {
+    let (out_shape, src_strides) = transpose_strides(x.shape(), perm)?;
     let data = dispatch_data!(x.data(), _T, v => Element::wrap(gather_strided(v, &out_shape, &src_strides, 0)));
     Tensor::new(out_shape, data)
 }
 
 fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
-    let rank = shape.len();
-    let s = strides(x.shape());
-    let mut src_strides = vec![0isize; rank];
-    for (i, (&d, &st)) in x.shape().iter().zip(&s).enumerate() {
-        src_strides[i + rank - x.rank()] = if d == 1 { 0 } else { st as isize };
-    }
+    let src_strides = broadcast_src_strides(x.shape(), shape);
     let data =
         dispatch_data!(x.data(), _T, v => Element::wrap(gather_strided(v, shape, &src_strides, 0)));
     Tensor::new(shape.to_vec(), data)
@@ -231,19 +254,33 @@ pub fn concat(parts: &[&Tensor], axis: i64) -> Result<Tensor> {
         }
         out_shape[axis] += p.shape()[axis];
     }
-    let outer: usize = out_shape[..axis].iter().product();
     let data = dispatch_data!(first.data(), T, _v => {
-        let slices: Vec<&[T]> = parts.iter().map(|p| p.as_slice::<T>()).collect::<Result<_>>()?;
-        let mut out: Vec<T> = Vec::with_capacity(out_shape.iter().product());
-        for o in 0..outer {
-            for (p, s) in parts.iter().zip(&slices) {
-                let chunk = p.shape()[axis..].iter().product::<usize>();
-                out.extend_from_slice(&s[o * chunk..(o + 1) * chunk]);
-            }
-        }
+        let slices: Vec<(&[T], &[usize])> = parts
+            .iter()
+            .map(|p| Ok((p.as_slice::<T>()?, p.shape())))
+            .collect::<Result<_>>()?;
+        let mut out = vec![T::default(); out_shape.iter().product()];
+        concat_into(&slices, axis, &mut out);
         Element::wrap(out)
     });
     Tensor::new(out_shape, data)
+}
+
+/// Concatenates `parts` (data, shape) along `axis` (already checked to agree elsewhere) into
+/// `out`.
+pub fn concat_into<T: Copy>(parts: &[(&[T], &[usize])], axis: usize, out: &mut [T]) {
+    let Some((_, first)) = parts.first() else {
+        return;
+    };
+    let outer: usize = first[..axis].iter().product();
+    let mut at = 0;
+    for o in 0..outer {
+        for (data, shape) in parts {
+            let chunk = shape[axis..].iter().product::<usize>();
+            out[at..at + chunk].copy_from_slice(&data[o * chunk..(o + 1) * chunk]);
+            at += chunk;
+        }
+    }
 }
 
 pub(super) fn split(
@@ -471,8 +508,9 @@ impl Slices {
         Ok(s)
     }
 
-    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let st = strides(x.shape());
+    /// Offset of the first element and per-axis source strides of the slice of `shape`.
+    pub fn src_strides(&self, shape: &[usize]) -> (isize, Vec<isize>) {
+        let st = strides(shape);
         let base: isize = self
             .starts
             .iter()
@@ -486,7 +524,11 @@ impl Slices {
             .map(|(&k, &s)| k as isize * s as isize)
             .collect();
         let n: usize = self.out_shape.iter().product();
-        let base = if n == 0 { 0 } else { base };
+        (if n == 0 { 0 } else { base }, src_strides)
+    }
+
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (base, src_strides) = self.src_strides(x.shape());
         let data = dispatch_data!(x.data(), _T, v => Element::wrap(gather_strided(v, &self.out_shape, &src_strides, base)));
         Tensor::new(self.out_shape.clone(), data)
     }

@@ -4,6 +4,7 @@
 //! Heavy ops (Conv, ConvTranspose, pools, MatMul, Gemm, LSTM) are evaluated by backends.
 
 mod broadcast;
+mod into;
 mod layout;
 mod reduce;
 mod resize;
@@ -11,6 +12,7 @@ mod shapes;
 mod unary;
 
 pub use broadcast::{broadcast_shapes, eval_binary, eval_where};
+pub use into::eval_f32_into;
 pub use layout::{Slices, cast, concat, reshape_shape, squeeze_shape, transpose, unsqueeze_shape};
 pub use shapes::{
     ResolvedWindow, TypeInfo, infer, pool_output_size, resolve_conv_transpose, resolve_window,

@@ -12,19 +12,30 @@ pub(crate) fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usiz
 }
 
 pub(super) fn softmax(x: &Tensor, axis: i64, legacy: bool, log: bool) -> Result<Tensor> {
-    let rank = x.rank().max(1);
+    let mut v = x.to_f32_vec()?;
+    softmax_in_place(&mut v, x.shape(), axis, legacy, log)?;
+    float_like(x, x.shape().to_vec(), v)
+}
+
+/// (Log)Softmax of `v`, laid out as `shape`, in place.
+pub fn softmax_in_place(
+    v: &mut [f32],
+    shape: &[usize],
+    axis: i64,
+    legacy: bool,
+    log: bool,
+) -> Result<()> {
+    let rank = shape.len().max(1);
     let axis = normalize_axis(axis, rank)?;
-    let shape = x.shape().to_vec();
     let (outer, len, inner) = if legacy {
         // Opset < 13: flatten to [prod(shape[..axis]), prod(shape[axis..])] and normalise rows.
         let o: usize = shape[..axis].iter().product();
         (o, shape[axis..].iter().product(), 1)
-    } else if x.rank() == 0 {
+    } else if shape.is_empty() {
         (1, 1, 1)
     } else {
-        split_at_axis(&shape, axis)
+        split_at_axis(shape, axis)
     };
-    let mut v = x.to_f32_vec()?;
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| o * len * inner + k * inner + i;
@@ -45,7 +56,7 @@ pub(super) fn softmax(x: &Tensor, axis: i64, legacy: bool, log: bool) -> Result<
             }
         }
     }
-    float_like(x, shape, v)
+    Ok(())
 }
 
 /// Wraps f32 results in the dtype of `like` (f32 or f16).

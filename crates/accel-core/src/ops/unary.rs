@@ -21,6 +21,25 @@ fn map_float(x: &Tensor, f: impl Fn(f32) -> f32) -> Result<Tensor> {
     Tensor::new(x.shape().to_vec(), data)
 }
 
+/// The f32 function of a float unary op (None for `Not`, which takes bools).
+pub fn f32_fn(op: UnaryOp) -> Option<fn(f32) -> f32> {
+    Some(match op {
+        UnaryOp::Relu => |a| if a < 0.0 { 0.0 } else { a },
+        UnaryOp::Sigmoid => |a| 1.0 / (1.0 + (-a).exp()),
+        UnaryOp::Tanh => f32::tanh,
+        UnaryOp::Exp => f32::exp,
+        UnaryOp::Log => f32::ln,
+        UnaryOp::Neg => |a| -a,
+        UnaryOp::Abs => f32::abs,
+        UnaryOp::Sqrt => f32::sqrt,
+        UnaryOp::Reciprocal => |a| 1.0 / a,
+        UnaryOp::Floor => f32::floor,
+        UnaryOp::Ceil => f32::ceil,
+        UnaryOp::Erf => erf,
+        UnaryOp::Not => return None,
+    })
+}
+
 pub(super) fn eval_unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
     // Integer inputs for the ops that define them.
     match (op, x.data()) {
@@ -50,21 +69,7 @@ pub(super) fn eval_unary(op: UnaryOp, x: &Tensor) -> Result<Tensor> {
         }
         _ => {}
     }
-    let f: fn(f32) -> f32 = match op {
-        UnaryOp::Relu => |a| if a < 0.0 { 0.0 } else { a },
-        UnaryOp::Sigmoid => |a| 1.0 / (1.0 + (-a).exp()),
-        UnaryOp::Tanh => f32::tanh,
-        UnaryOp::Exp => f32::exp,
-        UnaryOp::Log => f32::ln,
-        UnaryOp::Neg => |a| -a,
-        UnaryOp::Abs => f32::abs,
-        UnaryOp::Sqrt => f32::sqrt,
-        UnaryOp::Reciprocal => |a| 1.0 / a,
-        UnaryOp::Floor => f32::floor,
-        UnaryOp::Ceil => f32::ceil,
-        UnaryOp::Erf => erf,
-        UnaryOp::Not => return Err(Error::Other("Not expects a bool tensor".into())),
-    };
+    let f = f32_fn(op).ok_or_else(|| Error::Other("Not expects a bool tensor".into()))?;
     map_float(x, f)
 }
 
@@ -87,12 +92,23 @@ pub(super) fn eval_clip(x: &Tensor, min: Option<&Tensor>, max: Option<&Tensor>) 
             )
         }
         _ => {
-            let lo = scalar_f32(min)?.unwrap_or(f32::NEG_INFINITY);
-            let hi = scalar_f32(max)?.unwrap_or(f32::INFINITY);
-            // NaN propagates: max/min with a NaN operand would drop it.
-            map_float(x, |a| if a.is_nan() { a } else { a.max(lo).min(hi) })
+            let (lo, hi) = clip_bounds(min, max)?;
+            map_float(x, |a| clip(a, lo, hi))
         }
     }
+}
+
+/// Clip's float bounds; an absent bound is unbounded.
+pub(super) fn clip_bounds(min: Option<&Tensor>, max: Option<&Tensor>) -> Result<(f32, f32)> {
+    Ok((
+        scalar_f32(min)?.unwrap_or(f32::NEG_INFINITY),
+        scalar_f32(max)?.unwrap_or(f32::INFINITY),
+    ))
+}
+
+/// NaN propagates: max/min with a NaN operand would drop it.
+pub(super) fn clip(a: f32, lo: f32, hi: f32) -> f32 {
+    if a.is_nan() { a } else { a.max(lo).min(hi) }
 }
 
 fn scalar_f32(t: Option<&Tensor>) -> Result<Option<f32>> {

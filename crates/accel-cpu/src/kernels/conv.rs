@@ -3,11 +3,12 @@
 
 use super::conv_direct::DirectConv;
 use super::gemm::{Bias, Blocking, Epilogue, PackedA, gemm_fill_b};
-use super::{Images, float_input, spatial_2d, zeroed_output};
+use super::{Images, check_out_len, float_input, image_dims, spatial_2d, zeroed_output};
 use crate::isa::{self, Isa};
+use crate::scratch::Scratch;
 use accel_core::ir::{Activation, Conv, Node};
 use accel_core::ops::{ResolvedWindow, resolve_window};
-use accel_core::{Error, Result, Tensor};
+use accel_core::{Error, Result, Tensor, TensorView};
 use rayon::prelude::*;
 
 /// Weights as [groups] packed A matrices of [oc/g, ic/g * kh * kw].
@@ -105,14 +106,13 @@ impl ConvKernel {
             + self.bias.len() * 4
     }
 
-    pub fn run(&self, node: &Node, x: &Tensor) -> Result<Tensor> {
-        let Images {
-            data: xv,
-            n,
-            c,
-            hw: in_hw,
-            one_d,
-        } = float_input(node, x)?;
+    /// Output shape for an input of `x_shape`.
+    pub fn output_shape(&self, node: &Node, x_shape: &[usize]) -> Result<Vec<usize>> {
+        Ok(self.geometry(node, x_shape)?.0)
+    }
+
+    fn geometry(&self, node: &Node, x_shape: &[usize]) -> Result<(Vec<usize>, ResolvedWindow)> {
+        let (n, c, in_hw, one_d) = image_dims(node, x_shape)?;
         let g = self.attrs.group;
         if c != self.in_channels_per_group * g {
             return Err(Error::node(
@@ -127,9 +127,31 @@ impl ConvKernel {
         let rw = resolve_window(&window, &in_hw, &kernel, false)
             .map_err(|e| Error::node(node, e.to_string()))?;
         let (oh, ow) = (rw.output[0], rw.output[1]);
-        let mut out = zeroed_output(node, &[n, self.out_channels, oh, ow])?;
+        let mut shape = vec![n, self.out_channels];
+        shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
+        Ok((shape, rw))
+    }
+
+    pub fn run(&self, node: &Node, x: TensorView) -> Result<Tensor> {
+        let shape = self.output_shape(node, x.shape())?;
+        let mut out = zeroed_output(node, &shape)?;
+        self.run_into(node, x, &mut out)?;
+        Tensor::from_vec(shape, out)
+    }
+
+    /// Writes the output into `out` (every element; its old contents do not matter).
+    pub fn run_into(&self, node: &Node, x: TensorView, out: &mut [f32]) -> Result<()> {
+        let (shape, rw) = self.geometry(node, x.shape())?;
+        check_out_len(node, &shape, out)?;
+        let Images {
+            data: xv,
+            n,
+            c,
+            hw: in_hw,
+            ..
+        } = float_input(node, &x)?;
         let plane_in = c * in_hw[0] * in_hw[1];
-        let plane_out = self.out_channels * oh * ow;
+        let plane_out = self.out_channels * rw.output[0] * rw.output[1];
         // An empty output (a zero-sized axis) has nothing to compute.
         let n = if plane_out == 0 { 0 } else { n };
         for b in 0..n {
@@ -143,9 +165,7 @@ impl ConvKernel {
                 (None, None) => self.grouped_gemm(xb, ob, in_hw, &rw),
             }
         }
-        let mut shape = vec![n, self.out_channels];
-        shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
-        Tensor::from_vec(shape, out)
+        Ok(())
     }
 
     fn grouped_gemm(&self, x: &[f32], out: &mut [f32], in_hw: [usize; 2], rw: &ResolvedWindow) {
@@ -302,7 +322,7 @@ fn depthwise(
         .enumerate()
         .take(channels)
         // One padding buffer per worker, reused across its channels.
-        .for_each_init(Vec::new, |buf, (c, o)| {
+        .for_each_init(Scratch::new, |buf, (c, o)| {
             let job = DepthwiseChannel {
                 x,
                 w,
@@ -337,19 +357,19 @@ struct DepthwiseChannel<'a> {
 impl DepthwiseChannel<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn run_avx2(&self, o: &mut [f32], buf: &mut Vec<f32>) {
+    fn run_avx2(&self, o: &mut [f32], buf: &mut Scratch) {
         self.run(o, buf)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    fn run_avx512(&self, o: &mut [f32], buf: &mut Vec<f32>) {
+    fn run_avx512(&self, o: &mut [f32], buf: &mut Scratch) {
         self.run(o, buf)
     }
 
     /// `buf` is scratch for the padded channel of the 3x3 path.
     #[inline(always)]
-    fn run(&self, o: &mut [f32], buf: &mut Vec<f32>) {
+    fn run(&self, o: &mut [f32], buf: &mut Scratch) {
         let DepthwiseChannel {
             x,
             w,
@@ -443,7 +463,7 @@ struct Padded3x3<'a> {
 
 impl<'a> Padded3x3<'a> {
     fn new(
-        buf: &'a mut Vec<f32>,
+        buf: &'a mut Scratch,
         plane: &[f32],
         [ih, iw]: [usize; 2],
         [pt, pl]: [usize; 2],
@@ -452,12 +472,11 @@ impl<'a> Padded3x3<'a> {
     ) -> Padded3x3<'a> {
         let height = ((oh - 1) * stride + 3).max(pt + ih);
         let width = (ow.div_ceil(16) * 16 * stride + 2).max(pl + iw);
-        buf.clear();
-        buf.resize(height * width, 0.0);
+        let data = buf.reset_zeroed(height * width);
         for y in 0..ih {
-            buf[(pt + y) * width + pl..][..iw].copy_from_slice(&plane[y * iw..(y + 1) * iw]);
+            data[(pt + y) * width + pl..][..iw].copy_from_slice(&plane[y * iw..(y + 1) * iw]);
         }
-        Padded3x3 { data: buf, width }
+        Padded3x3 { data, width }
     }
 }
 

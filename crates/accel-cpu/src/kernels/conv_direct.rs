@@ -10,6 +10,7 @@
 
 use super::activation::apply_slice;
 use crate::isa::{self, Isa};
+use crate::scratch::Scratch;
 use accel_core::ir::{Activation, Window};
 use accel_core::ops::ResolvedWindow;
 use rayon::prelude::*;
@@ -127,9 +128,9 @@ fn pad_input(
     in_hw: [usize; 2],
     at: [usize; 2],
     padded_hw: [usize; 2],
-) -> Vec<f32> {
+) -> Scratch {
     let ([ih, iw], [ph, pw]) = (in_hw, padded_hw);
-    let mut p = vec![0.0f32; c * ph * pw];
+    let mut p = Scratch::zeroed(c * ph * pw);
     for ci in 0..c {
         for y in 0..ih.min(ph - at[0]) {
             let src = &x[(ci * ih + y) * iw..][..iw];

@@ -3,10 +3,11 @@
 
 use super::conv::copy_panel;
 use super::gemm::{Blocking, Epilogue, PackedA, gemm_fill_b};
-use super::{Images, float_input, spatial_2d, zeroed_output};
+use super::{Images, check_out_len, float_input, image_dims, spatial_2d, zeroed_output};
+use crate::scratch::Scratch;
 use accel_core::ir::{ConvTranspose, Node};
-use accel_core::ops::resolve_conv_transpose;
-use accel_core::{Error, Result, Tensor};
+use accel_core::ops::{ResolvedWindow, resolve_conv_transpose};
+use accel_core::{Error, Result, Tensor, TensorView};
 use rayon::prelude::*;
 
 pub struct ConvTransposeKernel {
@@ -93,14 +94,24 @@ impl ConvTransposeKernel {
         self.packed.iter().map(PackedA::bytes).sum::<usize>() + self.bias.len() * 4
     }
 
-    pub fn run(&self, node: &Node, x: &Tensor) -> Result<Tensor> {
-        let Images {
-            data: xv,
-            n,
-            c,
-            hw: in_hw,
-            one_d,
-        } = float_input(node, x)?;
+    /// Output shape for an input of `x_shape`.
+    pub fn output_shape(&self, node: &Node, x_shape: &[usize]) -> Result<Vec<usize>> {
+        Ok(self.geometry(node, x_shape)?.0)
+    }
+
+    pub fn run(&self, node: &Node, x: TensorView) -> Result<Tensor> {
+        let shape = self.output_shape(node, x.shape())?;
+        let mut out = zeroed_output(node, &shape)?;
+        self.run_into(node, x, &mut out)?;
+        Tensor::from_vec(shape, out)
+    }
+
+    fn geometry(
+        &self,
+        node: &Node,
+        x_shape: &[usize],
+    ) -> Result<(Vec<usize>, ResolvedWindow, [usize; 2])> {
+        let (n, c, in_hw, one_d) = image_dims(node, x_shape)?;
         if c != self.in_channels {
             return Err(Error::node(
                 node,
@@ -146,13 +157,29 @@ impl ConvTransposeKernel {
         let rw = resolve_conv_transpose(&window, &in_hw, &kernel, &opad, oshape.as_deref())
             .map_err(|e| Error::node(node, e.to_string()))?;
         let (oh, ow) = (rw.output[0], rw.output[1]);
+        let mut shape = vec![n, self.out_channels_per_group * self.attrs.group];
+        shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
+        Ok((shape, rw, [kernel[0], kernel[1]]))
+    }
+
+    /// Writes the output into `out` (every element; its old contents do not matter).
+    pub fn run_into(&self, node: &Node, x: TensorView, out: &mut [f32]) -> Result<()> {
+        let (shape, rw, [kh, kw]) = self.geometry(node, x.shape())?;
+        check_out_len(node, &shape, out)?;
+        let Images {
+            data: xv,
+            n,
+            c,
+            hw: in_hw,
+            ..
+        } = float_input(node, &x)?;
+        let (oh, ow) = (rw.output[0], rw.output[1]);
         let g = self.attrs.group;
         let (icg, ocg) = (self.in_channels / g, self.out_channels_per_group);
         let oc = ocg * g;
         let pixels = in_hw[0] * in_hw[1];
-        let (kh, kw) = (kernel[0], kernel[1]);
-        let mut out = zeroed_output(node, &[n, oc, oh, ow])?;
-        let mut cols = zeroed_output(node, &[ocg, kh, kw, pixels])?;
+        // Every element of cols is written by the GEMM.
+        let mut cols = Scratch::zeroed(ocg * kh * kw * pixels);
         for b in 0..n {
             for gi in 0..g {
                 let xg = &xv[(b * c + gi * icg) * pixels..(b * c + (gi + 1) * icg) * pixels];
@@ -174,6 +201,7 @@ impl ConvTransposeKernel {
                 og.par_chunks_mut(oh * ow)
                     .enumerate()
                     .for_each(|(o, plane)| {
+                        plane.fill(self.bias[gi * ocg + o]);
                         col2im(
                             &cols[o * kh * kw * pixels..(o + 1) * kh * kw * pixels],
                             plane,
@@ -181,17 +209,13 @@ impl ConvTransposeKernel {
                             [oh, ow],
                             &rw,
                         );
-                        let bias = self.bias[gi * ocg + o];
-                        plane.iter_mut().for_each(|v| *v += bias);
                         if let Some(a) = self.attrs.activation {
                             super::activation::apply_slice(a, plane);
                         }
                     });
             }
         }
-        let mut shape = vec![n, oc];
-        shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
-        Tensor::from_vec(shape, out)
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@
 //! registers on aarch64).
 
 use crate::isa::{self, Isa};
+use crate::scratch::Scratch;
 use accel_core::ir::Activation;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -45,6 +46,8 @@ impl Blocking {
 enum Store {
     F32(Vec<f32>),
     F16(Vec<f16>),
+    /// Activations packed per run, in a buffer from the scratch pool.
+    Pooled(Scratch),
 }
 
 impl Store {
@@ -52,25 +55,27 @@ impl Store {
         match self {
             Store::F32(v) => v.len() * 4,
             Store::F16(v) => v.len() * 2,
+            Store::Pooled(v) => v.len() * 4,
         }
     }
 
     fn to_f16(&self) -> Store {
         match self {
             Store::F32(v) => Store::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            Store::Pooled(v) => Store::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
             Store::F16(v) => Store::F16(v.clone()),
         }
     }
 
     /// Values `range` as f32: borrowed, or widened into `scratch`.
-    fn slice<'a>(&'a self, range: std::ops::Range<usize>, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    fn slice<'a>(&'a self, range: std::ops::Range<usize>, scratch: &'a mut Scratch) -> &'a [f32] {
         match self {
             Store::F32(v) => &v[range],
+            Store::Pooled(v) => &v[range],
             Store::F16(v) => {
-                scratch.clear();
-                scratch.resize(range.len(), 0.0);
-                v[range].convert_to_f32_slice(scratch);
-                scratch
+                let wide = scratch.reset_zeroed(range.len());
+                v[range].convert_to_f32_slice(wide);
+                wide
             }
         }
     }
@@ -99,21 +104,25 @@ impl PackedA {
     pub fn pack(a: &[f32], m: usize, k: usize, rs: usize, cs: usize) -> PackedA {
         let mr = Blocking::active().mr;
         let mut data = vec![0.0; m.div_ceil(mr) * k * mr];
-        if k > 0 {
-            for (pi, panel) in data.chunks_exact_mut(k * mr).enumerate() {
-                for i in 0..mr.min(m - pi * mr) {
-                    let row = pi * mr + i;
-                    for p in 0..k {
-                        panel[p * mr + i] = a[row * rs + p * cs];
-                    }
-                }
-            }
-        }
+        pack_a_into(a, m, k, rs, cs, mr, &mut data);
         PackedA {
             m,
             k,
             mr,
             data: Store::F32(data),
+        }
+    }
+
+    /// [`PackedA::pack`] into a buffer from the scratch pool: for activations packed per run.
+    pub fn pack_pooled(a: &[f32], m: usize, k: usize, rs: usize, cs: usize) -> PackedA {
+        let mr = Blocking::active().mr;
+        let mut data = Scratch::zeroed(m.div_ceil(mr) * k * mr);
+        pack_a_into(a, m, k, rs, cs, mr, &mut data);
+        PackedA {
+            m,
+            k,
+            mr,
+            data: Store::Pooled(data),
         }
     }
 
@@ -130,9 +139,24 @@ impl PackedA {
         self.data.bytes()
     }
 
-    fn panel<'a>(&'a self, i: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    fn panel<'a>(&'a self, i: usize, scratch: &'a mut Scratch) -> &'a [f32] {
         let len = self.k * self.mr;
         self.data.slice(i * len..(i + 1) * len, scratch)
+    }
+}
+
+/// Panels of `mr` rows of A into zeroed `data`.
+fn pack_a_into(a: &[f32], m: usize, k: usize, rs: usize, cs: usize, mr: usize, data: &mut [f32]) {
+    if k == 0 {
+        return;
+    }
+    for (pi, panel) in data.chunks_exact_mut(k * mr).enumerate() {
+        for i in 0..mr.min(m - pi * mr) {
+            let row = pi * mr + i;
+            for p in 0..k {
+                panel[p * mr + i] = a[row * rs + p * cs];
+            }
+        }
     }
 }
 
@@ -179,7 +203,7 @@ impl PackedB {
         self.data.bytes()
     }
 
-    fn panel<'a>(&'a self, j: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    fn panel<'a>(&'a self, j: usize, scratch: &'a mut Scratch) -> &'a [f32] {
         let len = self.k * self.nr;
         self.data.slice(j * len..(j + 1) * len, scratch)
     }
@@ -317,15 +341,14 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
     };
     let rows_per_chunk = mp.div_ceil(row_chunks);
     let c_ptr = SyncPtr(c.as_mut_ptr());
-    let task = |t: usize, scratch: &mut Vec<f32>| {
+    let task = |t: usize, scratch: &mut Scratch| {
         let (tj, chunk) = (t / row_chunks, t % row_chunks);
         let b_panel: &[f32] = match &src {
             PanelSource::Packed(b) => b.panel(tj, scratch),
             PanelSource::Fill(fill) => {
-                scratch.clear();
-                scratch.resize(k * nr, 0.0);
-                fill(tj, scratch);
-                scratch
+                let panel = scratch.reset_zeroed(k * nr);
+                fill(tj, panel);
+                panel
             }
         };
         let job = ColumnTiles {
@@ -355,9 +378,9 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
     if parallel && tasks >= 2 {
         (0..tasks)
             .into_par_iter()
-            .for_each_init(Vec::new, |scratch, t| task(t, scratch));
+            .for_each_init(Scratch::new, |scratch, t| task(t, scratch));
     } else {
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::new();
         (0..tasks).for_each(|t| task(t, &mut scratch));
     }
 }
@@ -395,7 +418,7 @@ impl ColumnTiles<'_> {
         let col0 = self.tj * nr;
         let cols = nr.min(self.n - col0);
         let mut acc = [0.0f32; MAX_TILE];
-        let mut a_scratch = Vec::new();
+        let mut a_scratch = Scratch::new();
         for ti in self.tiles.clone() {
             micro(
                 k,

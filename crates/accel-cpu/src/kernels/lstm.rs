@@ -3,10 +3,12 @@
 
 use super::activation::{sigmoid_fast, tanh_fast};
 use super::gemm::{Bias, Epilogue, PackedA, PackedB, gemm};
+use super::{check_out_len, zeroed_output};
 use crate::isa::{self, Isa};
+use crate::scratch::Scratch;
 use accel_core::ir::{Direction, Lstm, Node};
 use accel_core::ops::transpose;
-use accel_core::{Error, Result, Tensor};
+use accel_core::{Error, Result, Tensor, TensorView};
 
 struct DirWeights {
     /// W^T packed as B: [input, 4H].
@@ -98,36 +100,99 @@ impl LstmKernel {
             .sum()
     }
 
-    /// Inputs after X: sequence_lens, initial_h, initial_c (each optional).
-    pub fn run(
-        &self,
-        node: &Node,
-        x: &Tensor,
-        seq_lens: Option<&Tensor>,
-        h0: Option<&Tensor>,
-        c0: Option<&Tensor>,
-    ) -> Result<Vec<Tensor>> {
-        let layout1 = self.attrs.layout == 1;
-        let x = if layout1 {
-            transpose(x, &[1, 0, 2])?
-        } else {
-            x.clone()
-        };
-        let xs = x.shape();
-        if xs.len() != 3 || xs[2] != self.input_size {
+    /// Shapes of Y, Y_h and Y_c for an X of `x_shape`.
+    pub fn output_shapes(&self, node: &Node, x_shape: &[usize]) -> Result<[Vec<usize>; 3]> {
+        if x_shape.len() != 3 || x_shape[2] != self.input_size {
             return Err(Error::node(
                 node,
                 format!(
-                    "X has shape {xs:?}, expected [seq, batch, {}]",
+                    "X has shape {x_shape:?}, expected [{}, {}]",
+                    if self.attrs.layout == 1 {
+                        "batch, seq"
+                    } else {
+                        "seq, batch"
+                    },
                     self.input_size
                 ),
             ));
         }
+        let (h, nd) = (self.attrs.hidden_size, self.dirs.len());
+        Ok(if self.attrs.layout == 1 {
+            let (batch, seq) = (x_shape[0], x_shape[1]);
+            [
+                vec![batch, seq, nd, h],
+                vec![batch, nd, h],
+                vec![batch, nd, h],
+            ]
+        } else {
+            let (seq, batch) = (x_shape[0], x_shape[1]);
+            [
+                vec![seq, nd, batch, h],
+                vec![nd, batch, h],
+                vec![nd, batch, h],
+            ]
+        })
+    }
+
+    /// Inputs after X: sequence_lens, initial_h, initial_c (each optional).
+    pub fn run(
+        &self,
+        node: &Node,
+        x: TensorView,
+        seq_lens: Option<TensorView>,
+        h0: Option<TensorView>,
+        c0: Option<TensorView>,
+    ) -> Result<Vec<Tensor>> {
+        let shapes = self.output_shapes(node, x.shape())?;
+        let mut bufs = shapes
+            .iter()
+            .map(|s| zeroed_output(node, s))
+            .collect::<Result<Vec<_>>>()?;
+        {
+            let [y, yh, yc] = &mut bufs[..] else {
+                unreachable!("three outputs")
+            };
+            self.run_into(node, x, seq_lens, h0, c0, [Some(y), Some(yh), Some(yc)])?;
+        }
+        shapes
+            .into_iter()
+            .zip(bufs)
+            .map(|(s, b)| Tensor::from_vec(s, b))
+            .collect()
+    }
+
+    /// Writes Y, Y_h and Y_c into the given buffers (every element); None skips an output.
+    pub fn run_into(
+        &self,
+        node: &Node,
+        x: TensorView,
+        seq_lens: Option<TensorView>,
+        h0: Option<TensorView>,
+        c0: Option<TensorView>,
+        outs: [Option<&mut [f32]>; 3],
+    ) -> Result<()> {
+        let shapes = self.output_shapes(node, x.shape())?;
+        for (s, o) in shapes.iter().zip(&outs) {
+            if let Some(o) = o {
+                check_out_len(node, s, o)?;
+            }
+        }
+        let layout1 = self.attrs.layout == 1;
+        // Layout 1 ([batch, seq, ...]) is transposed to layout 0 and back around the kernel.
+        let x_t;
+        let x = if layout1 {
+            x_t = transpose(&x.to_tensor(), &[1, 0, 2])?;
+            x_t.view()
+        } else {
+            x
+        };
+        let xs = x.shape();
         let (seq, batch) = (xs[0], xs[1]);
         let h = self.attrs.hidden_size;
         let nd = self.dirs.len();
         let lens: Vec<usize> = match seq_lens {
             Some(t) => t
+                .to_tensor()
                 .to_i64_vec()?
                 .iter()
                 .map(|&l| (l.max(0) as usize).min(seq))
@@ -140,37 +205,44 @@ impl LstmKernel {
                 format!("sequence_lens has {} entries for batch {batch}", lens.len()),
             ));
         }
-        let state = |t: Option<&Tensor>, what: &str| -> Result<Vec<f32>> {
+        let state = |t: Option<TensorView>, what: &str| -> Result<Scratch> {
             let want = if layout1 {
                 [batch, nd, h]
             } else {
                 [nd, batch, h]
             };
+            let mut s = Scratch::zeroed(nd * batch * h);
             match t {
-                None => Ok(vec![0.0; nd * batch * h]),
+                None => {}
                 Some(t) if t.shape() == want => {
-                    let t = if layout1 {
-                        transpose(t, &[1, 0, 2])?
+                    let v = t
+                        .as_slice::<f32>()
+                        .map_err(|e| Error::node(node, e.to_string()))?;
+                    if layout1 {
+                        let tt = transpose(&t.to_tensor(), &[1, 0, 2])?;
+                        s.copy_from_slice(tt.as_slice::<f32>()?);
                     } else {
-                        t.clone()
-                    };
-                    f32_vec(node, &t)
+                        s.copy_from_slice(v);
+                    }
                 }
-                Some(t) => Err(Error::node(
-                    node,
-                    format!("{what} has shape {:?}, expected {want:?}", t.shape()),
-                )),
+                Some(t) => {
+                    return Err(Error::node(
+                        node,
+                        format!("{what} has shape {:?}, expected {want:?}", t.shape()),
+                    ));
+                }
             }
+            Ok(s)
         };
         let (h0, c0) = (state(h0, "initial_h")?, state(c0, "initial_c")?);
         let xv = x
             .as_slice::<f32>()
             .map_err(|e| Error::node(node, e.to_string()))?;
-        let xa = PackedA::pack(xv, seq * batch, self.input_size, self.input_size, 1);
+        let xa = PackedA::pack_pooled(xv, seq * batch, self.input_size, self.input_size, 1);
 
-        let run_dir = |d: usize| -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let run_dir = |d: usize| -> (Scratch, Scratch, Scratch) {
             let dw = &self.dirs[d];
-            let mut proj = vec![0.0f32; seq * batch * 4 * h];
+            let mut proj = Scratch::zeroed(seq * batch * 4 * h);
             gemm(
                 &xa,
                 &dw.w,
@@ -182,9 +254,12 @@ impl LstmKernel {
                 },
             );
             let reverse = self.attrs.direction == Direction::Reverse || d == 1;
-            let mut y = vec![0.0f32; seq * batch * h];
-            let mut hs = h0[d * batch * h..(d + 1) * batch * h].to_vec();
-            let mut cs = c0[d * batch * h..(d + 1) * batch * h].to_vec();
+            // Steps past a sequence's length stay zero in Y.
+            let mut y = Scratch::zeroed(seq * batch * h);
+            let mut hs = Scratch::zeroed(batch * h);
+            hs.copy_from_slice(&h0[d * batch * h..(d + 1) * batch * h]);
+            let mut cs = Scratch::zeroed(batch * h);
+            cs.copy_from_slice(&c0[d * batch * h..(d + 1) * batch * h]);
             let rec = Recurrence {
                 attrs: &self.attrs,
                 r: &dw.r,
@@ -196,34 +271,68 @@ impl LstmKernel {
             rec.run(&mut y, &mut hs, &mut cs);
             (y, hs, cs)
         };
-        let results: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = if nd == 2 {
+        let (r0, r1) = if nd == 2 {
             let (a, b) = rayon::join(|| run_dir(0), || run_dir(1));
-            vec![a, b]
+            (a, Some(b))
         } else {
-            vec![run_dir(0)]
+            (run_dir(0), None)
         };
+        let results: Vec<&(Scratch, Scratch, Scratch)> =
+            std::iter::once(&r0).chain(r1.as_ref()).collect();
 
+        let [y_out, yh_out, yc_out] = outs;
+        if layout1 {
+            // Assembled in layout 0, then transposed into the caller's buffers.
+            let mut y0 = Scratch::zeroed(seq * nd * batch * h);
+            interleave_y(&results, seq, batch, h, &mut y0);
+            let put = |buf: Option<&mut [f32]>,
+                       data: &[f32],
+                       shape: Vec<usize>,
+                       perm: &[usize]|
+             -> Result<()> {
+                if let Some(buf) = buf {
+                    let t = transpose(&Tensor::from_vec(shape, data.to_vec())?, perm)?;
+                    buf.copy_from_slice(t.as_slice::<f32>()?);
+                }
+                Ok(())
+            };
+            put(y_out, &y0, vec![seq, nd, batch, h], &[2, 0, 1, 3])?;
+            let yh: Vec<f32> = results.iter().flat_map(|r| r.1.iter().copied()).collect();
+            let yc: Vec<f32> = results.iter().flat_map(|r| r.2.iter().copied()).collect();
+            put(yh_out, &yh, vec![nd, batch, h], &[1, 0, 2])?;
+            put(yc_out, &yc, vec![nd, batch, h], &[1, 0, 2])?;
+            return Ok(());
+        }
         // Y [seq, dirs, batch, H]; Y_h and Y_c [dirs, batch, H].
-        let mut y = vec![0.0f32; seq * nd * batch * h];
-        for (d, (yd, _, _)) in results.iter().enumerate() {
-            for t in 0..seq {
-                let dst = (t * nd + d) * batch * h;
-                y[dst..dst + batch * h].copy_from_slice(&yd[t * batch * h..(t + 1) * batch * h]);
+        if let Some(y) = y_out {
+            interleave_y(&results, seq, batch, h, y);
+        }
+        for (buf, pick) in [(yh_out, 1), (yc_out, 2)] {
+            if let Some(buf) = buf {
+                for (d, r) in results.iter().enumerate() {
+                    let src: &[f32] = if pick == 1 { &r.1 } else { &r.2 };
+                    buf[d * batch * h..(d + 1) * batch * h].copy_from_slice(src);
+                }
             }
         }
-        let yh: Vec<f32> = results.iter().flat_map(|r| r.1.iter().copied()).collect();
-        let yc: Vec<f32> = results.iter().flat_map(|r| r.2.iter().copied()).collect();
-        let mut outs = vec![
-            Tensor::from_vec(vec![seq, nd, batch, h], y)?,
-            Tensor::from_vec(vec![nd, batch, h], yh)?,
-            Tensor::from_vec(vec![nd, batch, h], yc)?,
-        ];
-        if layout1 {
-            outs[0] = transpose(&outs[0], &[2, 0, 1, 3])?;
-            outs[1] = transpose(&outs[1], &[1, 0, 2])?;
-            outs[2] = transpose(&outs[2], &[1, 0, 2])?;
+        Ok(())
+    }
+}
+
+/// Y [seq, dirs, batch, H] from each direction's [seq, batch, H].
+fn interleave_y(
+    results: &[&(Scratch, Scratch, Scratch)],
+    seq: usize,
+    batch: usize,
+    h: usize,
+    y: &mut [f32],
+) {
+    let nd = results.len();
+    for (d, (yd, _, _)) in results.iter().map(|r| (&r.0, &r.1, &r.2)).enumerate() {
+        for t in 0..seq {
+            let dst = (t * nd + d) * batch * h;
+            y[dst..dst + batch * h].copy_from_slice(&yd[t * batch * h..(t + 1) * batch * h]);
         }
-        Ok(outs)
     }
 }
 
@@ -267,7 +376,7 @@ impl Recurrence<'_> {
     fn run_generic<const FMA: bool>(&self, y: &mut [f32], hs: &mut [f32], cs: &mut [f32]) {
         let h = self.attrs.hidden_size;
         let batch = self.batch;
-        let mut gates = vec![0.0f32; 4 * h];
+        let mut gates = Scratch::zeroed(4 * h);
         for b in 0..batch {
             let (hb, cb) = (&mut hs[b * h..(b + 1) * h], &mut cs[b * h..(b + 1) * h]);
             for s in 0..self.lens[b] {

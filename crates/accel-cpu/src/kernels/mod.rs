@@ -10,7 +10,7 @@ pub mod matmul;
 pub mod pool;
 
 use accel_core::ir::{Node, Window};
-use accel_core::{Error, Result, Tensor, shape_err};
+use accel_core::{Error, Result, TensorView, shape_err};
 
 /// An f32 [N, C, H, W] input, or [N, C, L] seen as H = 1.
 pub(crate) struct Images<'a> {
@@ -18,34 +18,41 @@ pub(crate) struct Images<'a> {
     pub n: usize,
     pub c: usize,
     pub hw: [usize; 2],
-    pub one_d: bool,
 }
 
-pub(crate) fn float_input<'a>(node: &Node, x: &'a Tensor) -> Result<Images<'a>> {
+pub(crate) fn float_input<'a>(node: &Node, x: &TensorView<'a>) -> Result<Images<'a>> {
     let data = x
         .as_slice::<f32>()
         .map_err(|e| Error::node(node, e.to_string()))?;
-    let s = x.shape();
+    let (n, c, hw, _) = image_dims(node, x.shape())?;
+    Ok(Images { data, n, c, hw })
+}
+
+/// (N, C, [H, W], one_d) of an [N, C, H, W] or [N, C, L] shape.
+pub(crate) fn image_dims(node: &Node, s: &[usize]) -> Result<(usize, usize, [usize; 2], bool)> {
     match s.len() {
-        3 => Ok(Images {
-            data,
-            n: s[0],
-            c: s[1],
-            hw: [1, s[2]],
-            one_d: true,
-        }),
-        4 => Ok(Images {
-            data,
-            n: s[0],
-            c: s[1],
-            hw: [s[2], s[3]],
-            one_d: false,
-        }),
+        3 => Ok((s[0], s[1], [1, s[2]], true)),
+        4 => Ok((s[0], s[1], [s[2], s[3]], false)),
         _ => Err(Error::node(
             node,
             shape_err!("expected an [N, C, H, W] or [N, C, L] input, got {s:?}").to_string(),
         )),
     }
+}
+
+/// A planned output buffer must hold exactly the output.
+pub(crate) fn check_out_len(node: &Node, shape: &[usize], out: &[f32]) -> Result<()> {
+    let n = accel_core::checked_numel(shape).map_err(|e| Error::node(node, e.to_string()))?;
+    if out.len() != n {
+        return Err(Error::node(
+            node,
+            format!(
+                "output buffer holds {} values, the output {shape:?} has {n}",
+                out.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Lifts 1-D window attributes to 2-D with a unit leading axis. The kernel and every given

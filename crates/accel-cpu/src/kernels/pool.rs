@@ -1,22 +1,47 @@
 //! MaxPool and AveragePool over 1-D and 2-D windows.
 
-use super::{Images, float_input, spatial_2d, zeroed_output};
+use super::{Images, check_out_len, float_input, image_dims, spatial_2d, zeroed_output};
 use accel_core::ir::{Node, Pool};
-use accel_core::ops::resolve_window;
-use accel_core::{Error, Result, Tensor};
+use accel_core::ops::{ResolvedWindow, resolve_window};
+use accel_core::{Error, Result, Tensor, TensorView};
 use rayon::prelude::*;
 
-pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
-    let Images {
-        data: xv,
-        n,
-        c,
-        hw: in_hw,
-        one_d,
-    } = float_input(node, x)?;
+pub fn pool(node: &Node, p: &Pool, max: bool, x: TensorView) -> Result<Tensor> {
+    let (shape, _, _) = geometry(node, p, x.shape())?;
+    let mut out = zeroed_output(node, &shape)?;
+    pool_into(node, p, max, x, &mut out)?;
+    Tensor::from_vec(shape, out)
+}
+
+/// Output shape of a pool over an input of `x_shape`.
+pub fn pool_shape(node: &Node, p: &Pool, x_shape: &[usize]) -> Result<Vec<usize>> {
+    Ok(geometry(node, p, x_shape)?.0)
+}
+
+fn geometry(
+    node: &Node,
+    p: &Pool,
+    x_shape: &[usize],
+) -> Result<(Vec<usize>, ResolvedWindow, Vec<usize>)> {
+    let (n, c, in_hw, one_d) = image_dims(node, x_shape)?;
     let (kernel, window) = spatial_2d(node, &p.window.kernel_shape, &p.window, one_d)?;
     let rw = resolve_window(&window, &in_hw, &kernel, p.ceil_mode)
         .map_err(|e| Error::node(node, e.to_string()))?;
+    let (oh, ow) = (rw.output[0], rw.output[1]);
+    let mut shape = vec![n, c];
+    shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
+    Ok((shape, rw, kernel))
+}
+
+/// Writes the pooled output into `out` (every element).
+pub fn pool_into(node: &Node, p: &Pool, max: bool, x: TensorView, out: &mut [f32]) -> Result<()> {
+    let (shape, rw, kernel) = geometry(node, p, x.shape())?;
+    check_out_len(node, &shape, out)?;
+    let Images {
+        data: xv,
+        hw: in_hw,
+        ..
+    } = float_input(node, &x)?;
     let (oh, ow) = (rw.output[0], rw.output[1]);
     let (ih, iw) = (in_hw[0] as isize, in_hw[1] as isize);
     let (kh, kw) = (kernel[0] as isize, kernel[1] as isize);
@@ -24,11 +49,8 @@ pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
     let (dh, dw) = (rw.dilations[0] as isize, rw.dilations[1] as isize);
     let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
     let (pb, pr) = (rw.pads_end[0] as isize, rw.pads_end[1] as isize);
-    let mut out = zeroed_output(node, &[n, c, oh, ow])?;
-    let mut shape = vec![n, c];
-    shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
     if out.is_empty() {
-        return Tensor::from_vec(shape, out);
+        return Ok(());
     }
     // 2x2 windows at stride 2 without padding (the CRNN's pools): whole rows at a time.
     let pairs =
@@ -110,7 +132,7 @@ pub fn pool(node: &Node, p: &Pool, max: bool, x: &Tensor) -> Result<Tensor> {
                 }
             }
         });
-    Tensor::from_vec(shape, out)
+    Ok(())
 }
 
 /// NaN-propagating max, branch-free so row loops vectorize.
