@@ -481,11 +481,7 @@ impl CpuExecutable {
                 env[*v] = None;
             }
             if let Some(t0) = t0 {
-                times.push((
-                    t0.elapsed().as_secs_f64() * 1e3,
-                    step.node.op.name(),
-                    &step.node.name,
-                ));
+                times.push(step_time(t0, step));
             }
         }
         self.outputs
@@ -685,11 +681,7 @@ impl CpuExecutable {
             }
             env.retain(|(v, _)| !step.frees.contains(v));
             if let Some(t0) = t0 {
-                times.push((
-                    t0.elapsed().as_secs_f64() * 1e3,
-                    step.node.op.name(),
-                    &step.node.name,
-                ));
+                times.push(step_time(t0, step));
             }
         }
         self.outputs
@@ -908,6 +900,15 @@ impl Executable for CpuExecutable {
             scratch: Some(self.scratch.held_bytes()),
         }
     }
+}
+
+/// (milliseconds, op, node name) of a step that started at `t0`, for the profile.
+fn step_time(t0: std::time::Instant, step: &Step) -> (f64, &str, &str) {
+    (
+        t0.elapsed().as_secs_f64() * 1e3,
+        step.node.op.name(),
+        &step.node.name,
+    )
 }
 
 /// `ACCEL_CPU_PROFILE=1`: per-node times of each run, slowest first, on stderr.
