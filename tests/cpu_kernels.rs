@@ -190,7 +190,7 @@ fn conv_matches_reference_on_random_shapes() {
 }
 
 /// Stem convolutions (1 to 4 input channels, stride 1, one group): the direct kernel on
-/// AVX-512F, im2col + GEMM on the other ISAs.
+/// AVX-512F and AVX2, im2col + GEMM on the portable path.
 #[test]
 fn stem_conv_matches_reference_on_random_shapes() {
     for _ in 0..CASES {
