@@ -219,6 +219,106 @@ fn stem_conv_matches_reference_on_random_shapes() {
     }
 }
 
+/// Conv followed by Add(conv, x) with matching shapes: the Add is fused into the Conv's
+/// epilogue (GEMM 1x1 and 3x3, depthwise) and must equal conv + x from the reference.
+#[test]
+fn residual_add_fuses_into_conv_and_matches_reference() {
+    for case in 0..CASES {
+        let c = rng_usize(1, 20);
+        let (k, group) = match case % 3 {
+            0 => (1, 1),
+            1 => (3, 1),
+            _ => (3, c),
+        };
+        let pad = k / 2;
+        let x = random_f32(
+            &[rng_usize(1, 2), c, rng_usize(1, 12), rng_usize(1, 40)],
+            -1.0,
+            1.0,
+        );
+        let wt = random_f32(&[c, c / group, k, k], -1.0, 1.0);
+        let bias = random_f32(&[c], -1.0, 1.0);
+        let params = ConvParams {
+            kernel: [k, k],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: [pad; 4],
+            group,
+            activation: activation(),
+        };
+        let (mut want, shape) = reference::conv(
+            &nchw(&x),
+            wt.as_slice().unwrap(),
+            Some(bias.as_slice().unwrap()),
+            c,
+            &params,
+        );
+        want.iter_mut()
+            .zip(x.as_slice::<f32>().unwrap())
+            .for_each(|(w, &v)| *w += v);
+        let known = |t: &Tensor| -> Vec<Dim> { t.shape().iter().map(|&d| Dim::Known(d)).collect() };
+        let mut g = Graph {
+            opset: 17,
+            inputs: vec![ValueInfo::new("x", DType::F32, known(&x))],
+            outputs: vec![ValueInfo {
+                name: "y".into(),
+                dtype: DType::F32,
+                shape: None,
+            }],
+            nodes: vec![
+                Node {
+                    name: "conv".into(),
+                    op: Op::Conv(Conv {
+                        window: window(
+                            params.kernel,
+                            params.strides,
+                            params.dilations,
+                            params.pads,
+                        ),
+                        group,
+                        activation: params.activation,
+                    }),
+                    inputs: vec!["x".into(), "w".into(), "b".into()],
+                    outputs: vec!["c".into()],
+                },
+                Node {
+                    name: "add".into(),
+                    op: Op::Binary(accel_core::ir::BinaryOp::Add),
+                    inputs: vec!["c".into(), "x".into()],
+                    outputs: vec!["y".into()],
+                },
+            ],
+            ..Default::default()
+        };
+        g.constants.insert("w".into(), Arc::new(wt));
+        g.constants.insert("b".into(), Arc::new(bias));
+        accel_core::passes::infer_shapes(&mut g).unwrap();
+        let what = format!("Conv k{k} group {group} + Add, x{:?}", x.shape());
+        for threads in [1, 2] {
+            let exe = accel_cpu::CpuExecutable::new(&g, threads, accel_core::Precision::F32)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(
+                exe.steps(),
+                ["Conv+residual conv"],
+                "{what}: the Add was not fused"
+            );
+            for run in ["first", "planned"] {
+                let got = accel_core::Executable::run(&exe, &[x.view()])
+                    .unwrap_or_else(|e| panic!("{what}: {e}"))
+                    .remove(0);
+                assert_eq!(got.shape(), shape.as_slice());
+                let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+                for (i, (a, b)) in got.as_slice::<f32>().unwrap().iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * scale,
+                        "{what} ({threads} threads, {run} run) [{i}]: {a} vs reference {b}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// MobileNet's depthwise 3x3 at stride 1 and 2 (a dedicated kernel), 'same' and asymmetric
 /// padding, planes from 1x1 to wider than two register blocks.
 #[test]

@@ -171,6 +171,7 @@ impl CpuExecutable {
                 frees: vec![],
             });
         }
+        fuse_residual_adds(graph, &mut steps, graph.inputs.len());
         let outputs = graph
             .outputs
             .iter()
@@ -271,10 +272,99 @@ impl Kernel {
 }
 
 impl CpuExecutable {
+    /// The compiled steps in run order, one line each: the op (with "+residual" where an
+    /// Add was fused into a Conv) and the node name.
+    pub fn steps(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .map(|s| {
+                let fused = matches!(s.kernel, Kernel::Conv(_)) && s.inputs.len() > 3;
+                let op = s.node.op.name();
+                format!(
+                    "{op}{} {}",
+                    if fused { "+residual" } else { "" },
+                    s.node.name
+                )
+            })
+            .collect()
+    }
+
     /// Bytes of compiled (packed) weights of the heavy operators; what f16 halves.
     pub fn weight_bytes(&self) -> usize {
         self.steps.iter().map(|s| s.kernel.weight_bytes()).sum()
     }
+}
+
+/// Folds `Add(conv_out, skip)` into the Conv's epilogue (`act(conv + bias) + skip`) when the
+/// Conv's output feeds only that Add, the skip input exists before the Conv runs, and both
+/// have the same (inferred) shape: MobileNetV2's residual blocks. The Conv step then reads
+/// the skip value as its input 3 and writes the Add's output.
+fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>, num_inputs: usize) {
+    let mut producer: HashMap<usize, usize> = HashMap::new();
+    let mut uses: HashMap<usize, usize> = HashMap::new();
+    for (si, s) in steps.iter().enumerate() {
+        for v in s.outputs.iter().flatten() {
+            producer.insert(*v, si);
+        }
+        for slot in s.inputs.iter().flatten() {
+            if let Slot::Value(v) = slot {
+                *uses.entry(*v).or_default() += 1;
+            }
+        }
+    }
+    let same_f32_shape = |a: &str, b: &str| match (graph.value_type(a), graph.value_type(b)) {
+        (Some(x), Some(y)) => {
+            x.dtype == DType::F32
+                && y.dtype == DType::F32
+                && x.shape.is_some()
+                && x.shape == y.shape
+        }
+        _ => false,
+    };
+    let mut removed = vec![false; steps.len()];
+    for t in 0..steps.len() {
+        let add = &steps[t];
+        let is_add = matches!(add.node.op, Op::Binary(accel_core::ir::BinaryOp::Add))
+            && matches!(add.kernel, Kernel::Core);
+        let (Some(Some(Slot::Value(x))), Some(Some(Slot::Value(y)))) =
+            (add.inputs.first(), add.inputs.get(1))
+        else {
+            continue;
+        };
+        if !is_add || add.inputs.len() != 2 {
+            continue;
+        }
+        for (i, (a, r)) in [(*x, *y), (*y, *x)].into_iter().enumerate() {
+            let Some(&s) = producer.get(&a) else { continue };
+            let conv = &steps[s];
+            let a_name = &add.node.inputs[i];
+            let r_name = &add.node.inputs[1 - i];
+            let r_ready = r < num_inputs || producer.get(&r).is_some_and(|&p| p < s);
+            let fits = matches!(conv.kernel, Kernel::Conv(_))
+                && !removed[s]
+                && conv.inputs.len() <= 3
+                && conv.outputs == [Some(a)]
+                && uses.get(&a) == Some(&1)
+                && !graph.is_graph_output(a_name)
+                && r_ready
+                && same_f32_shape(a_name, r_name);
+            if fits {
+                let (outs, names) = (add.outputs.clone(), add.node.outputs.clone());
+                let conv = &mut steps[s];
+                conv.inputs.resize(3, None);
+                conv.inputs.push(Some(Slot::Value(r)));
+                conv.outputs = outs;
+                conv.node.outputs = names;
+                removed[t] = true;
+                break;
+            }
+        }
+    }
+    let mut i = 0;
+    steps.retain(|_| {
+        i += 1;
+        !removed[i - 1]
+    });
 }
 
 /// Packs weights for the heavy ops whose weights are constants.
@@ -341,7 +431,7 @@ fn run_step(step: &Step, ins: &[Option<&Tensor>], owned_x: Option<Tensor>) -> Re
     let x = || require(node, ins, 0).map(Tensor::view);
     let opt = |i: usize| ins.get(i).copied().flatten().map(Tensor::view);
     match &step.kernel {
-        Kernel::Conv(k) => Ok(vec![k.run(node, x()?)?]),
+        Kernel::Conv(k) => Ok(vec![k.run(node, x()?, opt(3))?]),
         Kernel::ConvTranspose(k) => Ok(vec![k.run(node, x()?)?]),
         Kernel::MatMul(k) => {
             require_f32(node, ins)?;
@@ -365,7 +455,11 @@ fn run_step(step: &Step, ins: &[Option<&Tensor>], owned_x: Option<Tensor>) -> Re
             let w = require(node, ins, 1)?;
             let b = ins.get(2).copied().flatten();
             match &node.op {
-                Op::Conv(a) => Ok(vec![ConvKernel::new(node, a, w, b)?.run(node, x()?)?]),
+                Op::Conv(a) => Ok(vec![ConvKernel::new(node, a, w, b)?.run(
+                    node,
+                    x()?,
+                    None,
+                )?]),
                 Op::ConvTranspose(a) => Ok(vec![
                     ConvTransposeKernel::new(node, a, w, b)?.run(node, x()?)?,
                 ]),
@@ -743,7 +837,7 @@ impl CpuExecutable {
                 (None, None) => unreachable!("checked above"),
             };
             let done = match &step.kernel {
-                Kernel::Conv(k) => k.run_into(node, x()?, out).map(|_| true)?,
+                Kernel::Conv(k) => k.run_into(node, x()?, opt(3), out).map(|_| true)?,
                 Kernel::ConvTranspose(k) => k.run_into(node, x()?, out).map(|_| true)?,
                 Kernel::MatMul(k) => {
                     let b = opt(1).ok_or_else(|| Error::node(node, "input 1 is required"))?;

@@ -132,17 +132,40 @@ impl ConvKernel {
         Ok((shape, rw))
     }
 
-    pub fn run(&self, node: &Node, x: TensorView) -> Result<Tensor> {
+    /// `residual`, when given, is added to the output last (a fused residual Add).
+    pub fn run(&self, node: &Node, x: TensorView, residual: Option<TensorView>) -> Result<Tensor> {
         let shape = self.output_shape(node, x.shape())?;
         let mut out = zeroed_output(node, &shape)?;
-        self.run_into(node, x, &mut out)?;
+        self.run_into(node, x, residual, &mut out)?;
         Tensor::from_vec(shape, out)
     }
 
     /// Writes the output into `out` (every element; its old contents do not matter).
-    pub fn run_into(&self, node: &Node, x: TensorView, out: &mut [f32]) -> Result<()> {
+    pub fn run_into(
+        &self,
+        node: &Node,
+        x: TensorView,
+        residual: Option<TensorView>,
+        out: &mut [f32],
+    ) -> Result<()> {
         let (shape, rw) = self.geometry(node, x.shape())?;
         check_out_len(node, &shape, out)?;
+        let residual = match residual {
+            Some(r) if r.shape() == shape.as_slice() => Some(
+                r.as_slice::<f32>()
+                    .map_err(|e| Error::node(node, e.to_string()))?,
+            ),
+            Some(r) => {
+                return Err(Error::node(
+                    node,
+                    format!(
+                        "the fused residual has shape {:?}, the output {shape:?}",
+                        r.shape()
+                    ),
+                ));
+            }
+            None => None,
+        };
         let Images {
             data: xv,
             n,
@@ -157,18 +180,32 @@ impl ConvKernel {
         for b in 0..n {
             let xb = &xv[b * plane_in..(b + 1) * plane_in];
             let ob = &mut out[b * plane_out..(b + 1) * plane_out];
+            let rb = residual.map(|r| &r[b * plane_out..(b + 1) * plane_out]);
             match (&self.depthwise, &self.direct) {
                 (Some(w), _) => {
-                    depthwise(xb, w, &self.bias, ob, c, in_hw, &rw, self.attrs.activation)
+                    let act = self.attrs.activation;
+                    depthwise(xb, w, &self.bias, ob, c, in_hw, &rw, act, rb)
                 }
-                (None, Some(d)) => d.run(xb, in_hw, &rw, &self.bias, self.attrs.activation, ob),
-                (None, None) => self.grouped_gemm(xb, ob, in_hw, &rw),
+                (None, Some(d)) => {
+                    d.run(xb, in_hw, &rw, &self.bias, self.attrs.activation, ob);
+                    if let Some(r) = rb {
+                        ob.iter_mut().zip(r).for_each(|(o, &v)| *o += v);
+                    }
+                }
+                (None, None) => self.grouped_gemm(xb, ob, rb, in_hw, &rw),
             }
         }
         Ok(())
     }
 
-    fn grouped_gemm(&self, x: &[f32], out: &mut [f32], in_hw: [usize; 2], rw: &ResolvedWindow) {
+    fn grouped_gemm(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        in_hw: [usize; 2],
+        rw: &ResolvedWindow,
+    ) {
         let g = self.attrs.group;
         let icg = self.in_channels_per_group;
         let ocg = self.out_channels / g;
@@ -192,6 +229,7 @@ impl ConvKernel {
             let ep = Epilogue {
                 bias: Bias::Row(&self.bias[gi * ocg..(gi + 1) * ocg]),
                 activation: self.attrs.activation,
+                residual: residual.map(|r| &r[gi * ocg * pixels..(gi + 1) * ocg * pixels]),
             };
             let c = &mut out[gi * ocg * pixels..(gi + 1) * ocg * pixels];
             gemm_fill_b(&self.packed[gi], pixels, &fill, c, pixels, ep);
@@ -315,6 +353,7 @@ fn depthwise(
     in_hw: [usize; 2],
     rw: &ResolvedWindow,
     act: Option<Activation>,
+    residual: Option<&[f32]>,
 ) {
     let (oh, ow) = (rw.output[0], rw.output[1]);
     let isa = isa::active();
@@ -340,6 +379,10 @@ fn depthwise(
                 // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
                 Isa::Avx2Fma => unsafe { job.run_avx2(o, buf) },
                 _ => job.run(o, buf),
+            }
+            if let Some(r) = residual {
+                let r = &r[c * oh * ow..(c + 1) * oh * ow];
+                o.iter_mut().zip(r).for_each(|(v, &a)| *v += a);
             }
         });
 }

@@ -219,16 +219,20 @@ pub enum Bias<'a> {
     Col(&'a [f32]),
 }
 
+/// What happens to a tile of C on its way out: `act(acc + bias) + residual`.
 #[derive(Clone, Copy, Debug)]
 pub struct Epilogue<'a> {
     pub bias: Bias<'a>,
     pub activation: Option<Activation>,
+    /// A tensor laid out like C (same `ldc`) added last: a residual connection's skip input.
+    pub residual: Option<&'a [f32]>,
 }
 
 impl Epilogue<'_> {
     pub const NONE: Epilogue<'static> = Epilogue {
         bias: Bias::None,
         activation: None,
+        residual: None,
     };
 }
 
@@ -323,6 +327,12 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
         return;
     }
     assert!(c.len() >= (m - 1) * ldc + n, "gemm: C is too small");
+    if let Some(res) = ep.residual {
+        assert!(
+            res.len() >= (m - 1) * ldc + n,
+            "gemm: the residual is too small"
+        );
+    }
     let isa = isa::active();
     let Blocking { mr, nr } = Blocking::of(isa);
     assert_eq!(a.mr, mr, "gemm: A was packed for another ISA");
@@ -434,14 +444,25 @@ impl ColumnTiles<'_> {
                 let out = unsafe {
                     std::slice::from_raw_parts_mut(self.c.get().add(r * self.ldc + col0), cols)
                 };
-                store_row(out, &acc_row[..cols], r, col0, self.ep);
+                let residual = self
+                    .ep
+                    .residual
+                    .map(|res| &res[r * self.ldc + col0..][..cols]);
+                store_row(out, &acc_row[..cols], r, col0, self.ep, residual);
             }
         }
     }
 }
 
 #[inline(always)]
-fn store_row(out: &mut [f32], acc: &[f32], row: usize, col0: usize, ep: Epilogue) {
+fn store_row(
+    out: &mut [f32],
+    acc: &[f32],
+    row: usize,
+    col0: usize,
+    ep: Epilogue,
+    residual: Option<&[f32]>,
+) {
     match ep.bias {
         Bias::None => out.copy_from_slice(acc),
         Bias::Row(b) => out.iter_mut().zip(acc).for_each(|(o, &a)| *o = a + b[row]),
@@ -453,6 +474,9 @@ fn store_row(out: &mut [f32], acc: &[f32], row: usize, col0: usize, ep: Epilogue
     }
     if let Some(act) = ep.activation {
         super::activation::apply_slice(act, out);
+    }
+    if let Some(res) = residual {
+        out.iter_mut().zip(res).for_each(|(o, &r)| *o += r);
     }
 }
 
@@ -511,6 +535,7 @@ mod tests {
                 Epilogue {
                     bias: Bias::Row(&bias),
                     activation: Some(Activation::Relu),
+                    residual: None,
                 },
             );
             let r = gemm_reference(&a, &b, m, k, n);

@@ -251,6 +251,7 @@ impl LstmKernel {
                 Epilogue {
                     bias: Bias::Col(&dw.bias),
                     activation: None,
+                    residual: None,
                 },
             );
             let reverse = self.attrs.direction == Direction::Reverse || d == 1;

@@ -87,6 +87,7 @@ impl MatMulKernel {
         let ep = Epilogue {
             bias: Bias::None,
             activation: self.activation,
+            residual: None,
         };
         let av = f32s(node, &a)?;
         match &self.packed_b {
@@ -351,6 +352,7 @@ impl GemmKernel {
             Epilogue {
                 bias,
                 activation: act,
+                residual: None,
             },
         );
         if let Some(fc) = full_c {
