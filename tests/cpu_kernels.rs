@@ -353,7 +353,13 @@ fn depthwise_3x3_matches_reference_on_random_shapes() {
 #[test]
 fn conv_transpose_matches_reference_on_random_shapes() {
     for case in 0..CASES {
+        // Every fourth case dilated, every fourth grouped.
         let group = if case % 4 == 3 { 2 } else { 1 };
+        let d = if case % 4 == 2 {
+            [2, rng_usize(1, 2)]
+        } else {
+            [1, 1]
+        };
         let (icg, ocg) = (rng_usize(1, 12), rng_usize(1, 9));
         let k = [rng_usize(1, 4), rng_usize(1, 4)];
         let s = [rng_usize(1, 3), rng_usize(1, 3)];
@@ -370,14 +376,14 @@ fn conv_transpose_matches_reference_on_random_shapes() {
         let wt = random_f32(&[icg * group, ocg, k[0], k[1]], -1.0, 1.0);
         let bias = (case % 2 == 0).then(|| random_f32(&[ocg * group], -1.0, 1.0));
         let what = format!(
-            "ConvTranspose x{:?} w{:?} strides {s:?} pads {p:?} group {group}",
+            "ConvTranspose x{:?} w{:?} strides {s:?} dilations {d:?} pads {p:?} group {group}",
             x.shape(),
             wt.shape()
         );
         let params = ConvParams {
             kernel: k,
             strides: s,
-            dilations: [1, 1],
+            dilations: d,
             pads: p,
             group,
             activation: activation(),
@@ -385,7 +391,7 @@ fn conv_transpose_matches_reference_on_random_shapes() {
         let want =
             reference::conv_transpose(&nchw(&x), wt.as_slice().unwrap(), f32s(&bias), ocg, &params);
         let op = Op::ConvTranspose(ConvTranspose {
-            window: window(k, s, [1, 1], p),
+            window: window(k, s, d, p),
             group,
             output_padding: vec![],
             output_shape: None,

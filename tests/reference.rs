@@ -122,8 +122,9 @@ pub fn conv_transpose(
     let icg = c / p.group;
     let oc = ocg * p.group;
     let [kh, kw] = p.kernel;
-    let oh = (h - 1) * p.strides[0] + kh - p.pads[0] - p.pads[2];
-    let ow = (wd - 1) * p.strides[1] + kw - p.pads[1] - p.pads[3];
+    let [dh, dw] = p.dilations;
+    let oh = (h - 1) * p.strides[0] + (kh - 1) * dh + 1 - p.pads[0] - p.pads[2];
+    let ow = (wd - 1) * p.strides[1] + (kw - 1) * dw + 1 - p.pads[1] - p.pads[3];
     let mut acc = vec![0.0f64; n * oc * oh * ow];
     for b in 0..n {
         for ic in 0..c {
@@ -134,8 +135,10 @@ pub fn conv_transpose(
                     for o in 0..ocg {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let oy = (iy * p.strides[0] + ky) as isize - p.pads[0] as isize;
-                                let ox = (ix * p.strides[1] + kx) as isize - p.pads[1] as isize;
+                                let oy =
+                                    (iy * p.strides[0] + ky * dh) as isize - p.pads[0] as isize;
+                                let ox =
+                                    (ix * p.strides[1] + kx * dw) as isize - p.pads[1] as isize;
                                 if oy < 0 || ox < 0 || oy >= oh as isize || ox >= ow as isize {
                                     continue;
                                 }
