@@ -631,3 +631,58 @@ fn f16_weights_halve_memory_and_stay_close() {
         );
     }
 }
+
+/// A Reshape whose target is a run-time input: the same input shapes give different output
+/// shapes, so the executor must not replay a memory plan recorded for the first target.
+#[test]
+fn shapes_set_by_data_are_not_planned() {
+    let node = |name: &str, op: Op, inputs: &[&str], output: &str| Node {
+        name: name.into(),
+        op,
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        outputs: vec![output.into()],
+    };
+    let g = Graph {
+        opset: 17,
+        inputs: vec![
+            ValueInfo::new("x", DType::F32, vec![Dim::Known(6)]),
+            ValueInfo::new("s", DType::I64, vec![Dim::Known(2)]),
+        ],
+        outputs: vec![ValueInfo {
+            name: "y".into(),
+            dtype: DType::F32,
+            shape: None,
+        }],
+        nodes: vec![
+            node(
+                "reshape",
+                Op::Reshape { allowzero: false },
+                &["x", "s"],
+                "r",
+            ),
+            node(
+                "relu",
+                Op::Unary(accel_core::ir::UnaryOp::Relu),
+                &["r"],
+                "y",
+            ),
+        ],
+        ..Default::default()
+    };
+    let exe = accel_cpu::CpuExecutable::new(&g, 2, accel_core::Precision::F32).unwrap();
+    let x = random_f32(&[6], -1.0, 1.0);
+    let want: Vec<f32> = x
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.max(0.0))
+        .collect();
+    for target in [[2i64, 3], [3, 2], [2, 3], [6, 1]] {
+        let s = Tensor::from_vec(vec![2], target.to_vec()).unwrap();
+        let y = accel_core::Executable::run(&exe, &[x.view(), s.view()])
+            .unwrap()
+            .remove(0);
+        assert_eq!(y.shape(), [target[0] as usize, target[1] as usize]);
+        assert_eq!(y.as_slice::<f32>().unwrap(), want.as_slice());
+    }
+}

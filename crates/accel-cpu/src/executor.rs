@@ -107,7 +107,8 @@ struct MemoryPlan {
 
 struct PlanSlot {
     key: Vec<(DType, Vec<usize>)>,
-    plan: Arc<MemoryPlan>,
+    /// None when shapes may depend on data (see `build_plan`): such runs always allocate.
+    plan: Option<Arc<MemoryPlan>>,
     /// Arenas not in use by a run.
     idle: Vec<Vec<f32>>,
 }
@@ -589,8 +590,11 @@ impl CpuExecutable {
             .collect()
     }
 
-    /// Places every value from what a recording run saw.
-    fn build_plan(&self, rec: Recording) -> MemoryPlan {
+    /// Places every value from what a recording run saw. None when a step that still runs
+    /// reads an integer or bool value that is not fixed by the input shapes (a graph input,
+    /// or one computed from data): it could set a Reshape target, Slice bounds and the like,
+    /// so the next run's shapes need not be the recorded ones.
+    fn build_plan(&self, rec: Recording) -> Option<MemoryPlan> {
         let nv = self.num_values;
         let mut places: Vec<Place> = vec![Place::Unused; nv];
         for (i, p) in places.iter_mut().enumerate().take(self.inputs.len()) {
@@ -664,6 +668,23 @@ impl CpuExecutable {
                 },
             })
             .collect();
+        let varies = |v: usize| {
+            let dtype = match v < self.inputs.len() {
+                true => Some(self.inputs[v].dtype),
+                false => rec.types[v].as_ref().map(|(d, _)| *d),
+            };
+            !matches!(places[v], Place::Static(_)) && dtype.is_some_and(|d| !d.is_float())
+        };
+        let shapes_fixed = self.steps.iter().enumerate().all(|(si, s)| {
+            skip[si]
+                || s.inputs
+                    .iter()
+                    .flatten()
+                    .all(|slot| !matches!(slot, Slot::Value(v) if varies(*v)))
+        });
+        if !shapes_fixed {
+            return None;
+        }
         let (offsets, arena_len) = plan(&lifetimes);
         let root_offset: HashMap<usize, usize> = roots.into_iter().zip(offsets).collect();
         for v in 0..nv {
@@ -671,11 +692,11 @@ impl CpuExecutable {
                 *offset = root_offset[&r];
             }
         }
-        MemoryPlan {
+        Some(MemoryPlan {
             places,
             arena_len,
             skip,
-        }
+        })
     }
 
     /// Runs with every intermediate value in `arena`, laid out by `plan`.
@@ -724,15 +745,11 @@ impl CpuExecutable {
                     Place::Owned(_) => env
                         .iter()
                         .find(|(u, _)| *u == v)
-                        .ok_or_else(|| {
-                            Error::Other("a value was read before it was computed".into())
-                        })?
+                        .ok_or_else(|| plan_broken("a value was read before it was computed"))?
                         .1
                         .view(),
                     Place::Unused => {
-                        return Err(Error::Other(
-                            "a step read a value that was never planned".into(),
-                        ));
+                        return Err(plan_broken("a step read a value that was never planned"));
                     }
                 })
             };
@@ -790,7 +807,7 @@ impl CpuExecutable {
                         .ok_or_else(|| Error::Other("an output was not computed".into())),
                     Place::Input(i) => Ok(inputs[*i].to_tensor()),
                     Place::Static(t) => Ok(t.as_ref().clone()),
-                    _ => Err(Error::Other("an output was planned into the arena".into())),
+                    _ => Err(plan_broken("an output was planned into the arena")),
                 },
             })
             .collect()
@@ -909,8 +926,7 @@ impl CpuExecutable {
         let owned_ins: Vec<Option<Tensor>> = ins.iter().map(|v| v.map(|v| v.to_tensor())).collect();
         let refs: Vec<Option<&Tensor>> = owned_ins.iter().map(Option::as_ref).collect();
         let outs = run_step(step, &refs, None)?;
-        Ok(outs
-            .into_iter()
+        outs.into_iter()
             .zip(
                 regions
                     .iter_mut()
@@ -918,13 +934,22 @@ impl CpuExecutable {
                     .chain(std::iter::repeat_with(|| None)),
             )
             .map(|(t, region)| match region {
-                Some(r) => {
-                    r.copy_from_slice(t.as_slice::<f32>().expect("planned values are f32"));
-                    None
-                }
-                None => Some(t),
+                Some(r) => match t.as_slice::<f32>() {
+                    Ok(v) if v.len() == r.len() => {
+                        r.copy_from_slice(v);
+                        Ok(None)
+                    }
+                    _ => Err(plan_broken(&format!(
+                        "{} produced {:?} {} where {} f32 values were planned",
+                        node.name,
+                        t.shape(),
+                        t.dtype(),
+                        r.len()
+                    ))),
+                },
+                None => Ok(Some(t)),
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -944,7 +969,10 @@ impl Executable for CpuExecutable {
             })
         };
         let outputs = match planned {
-            Some((plan, mut arena)) => {
+            Some((None, _)) => self
+                .pool
+                .install(|| self.run_allocating(inputs, None, &mut times))?,
+            Some((Some(plan), mut arena)) => {
                 if arena.len() < plan.arena_len {
                     arena = vec![0.0; plan.arena_len];
                 }
@@ -965,7 +993,7 @@ impl Executable for CpuExecutable {
                 let out = self
                     .pool
                     .install(|| self.run_allocating(inputs, Some(&mut rec), &mut times))?;
-                let plan = Arc::new(self.build_plan(rec));
+                let plan = self.build_plan(rec).map(Arc::new);
                 let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
                 if !plans.iter().any(|p| p.key == key) {
                     if plans.len() >= MAX_PLANS {
@@ -990,10 +1018,21 @@ impl Executable for CpuExecutable {
         let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         MemoryStats {
             weights: Some(self.weight_bytes()),
-            arena: plans.iter().map(|p| p.plan.arena_len * 4).max(),
+            arena: plans
+                .iter()
+                .filter_map(|p| p.plan.as_ref())
+                .map(|p| p.arena_len * 4)
+                .max(),
             scratch: Some(self.scratch.held_bytes()),
         }
     }
+}
+
+/// An invariant of the memory plan did not hold: a bug in accel, not in the model.
+fn plan_broken(what: &str) -> Error {
+    Error::Other(format!(
+        "internal error in the CPU backend's memory plan: {what} (please report it with the model)"
+    ))
 }
 
 /// (milliseconds, op, node name) of a step that started at `t0`, for the profile.
