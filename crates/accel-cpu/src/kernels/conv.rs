@@ -3,7 +3,7 @@
 
 use super::conv_direct::DirectConv;
 use super::gemm::{Bias, Blocking, Epilogue, PackedA, gemm_fill_b};
-use super::{Images, check_out_len, float_input, image_dims, spatial_2d, zeroed_output};
+use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output, spatial_2d};
 use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
 use accel_core::ir::{Activation, Conv, Node};
@@ -127,17 +127,13 @@ impl ConvKernel {
         let rw = resolve_window(&window, &in_hw, &kernel, false)
             .map_err(|e| Error::node(node, e.to_string()))?;
         let (oh, ow) = (rw.output[0], rw.output[1]);
-        let mut shape = vec![n, self.out_channels];
-        shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
-        Ok((shape, rw))
+        Ok((image_shape(n, self.out_channels, [oh, ow], one_d), rw))
     }
 
     /// `residual`, when given, is added to the output last (a fused residual Add).
     pub fn run(&self, node: &Node, x: TensorView, residual: Option<TensorView>) -> Result<Tensor> {
         let shape = self.output_shape(node, x.shape())?;
-        let mut out = zeroed_output(node, &shape)?;
-        self.run_into(node, x, residual, &mut out)?;
-        Tensor::from_vec(shape, out)
+        new_output(node, shape, |out| self.run_into(node, x, residual, out))
     }
 
     /// Writes the output into `out` (every element; its old contents do not matter).

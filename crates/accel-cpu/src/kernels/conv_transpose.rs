@@ -3,7 +3,7 @@
 
 use super::conv::copy_panel;
 use super::gemm::{Blocking, Epilogue, PackedA, gemm_fill_b};
-use super::{Images, check_out_len, float_input, image_dims, spatial_2d, zeroed_output};
+use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output, spatial_2d};
 use crate::scratch::Scratch;
 use accel_core::ir::{ConvTranspose, Node};
 use accel_core::ops::{ResolvedWindow, resolve_conv_transpose};
@@ -101,9 +101,7 @@ impl ConvTransposeKernel {
 
     pub fn run(&self, node: &Node, x: TensorView) -> Result<Tensor> {
         let shape = self.output_shape(node, x.shape())?;
-        let mut out = zeroed_output(node, &shape)?;
-        self.run_into(node, x, &mut out)?;
-        Tensor::from_vec(shape, out)
+        new_output(node, shape, |out| self.run_into(node, x, out))
     }
 
     fn geometry(
@@ -157,9 +155,12 @@ impl ConvTransposeKernel {
         let rw = resolve_conv_transpose(&window, &in_hw, &kernel, &opad, oshape.as_deref())
             .map_err(|e| Error::node(node, e.to_string()))?;
         let (oh, ow) = (rw.output[0], rw.output[1]);
-        let mut shape = vec![n, self.out_channels_per_group * self.attrs.group];
-        shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
-        Ok((shape, rw, [kernel[0], kernel[1]]))
+        let oc = self.out_channels_per_group * self.attrs.group;
+        Ok((
+            image_shape(n, oc, [oh, ow], one_d),
+            rw,
+            [kernel[0], kernel[1]],
+        ))
     }
 
     /// Writes the output into `out` (every element; its old contents do not matter).

@@ -1,7 +1,7 @@
 //! MatMul (numpy semantics, broadcasting batch axes) and Gemm, on the packed GEMM.
 
 use super::gemm::{Bias, Epilogue, PackedA, PackedB, gemm};
-use super::{check_out_len, zeroed_output};
+use super::{check_out_len, new_output};
 use accel_core::ir::{Activation, Gemm, Node};
 use accel_core::ops::broadcast_shapes;
 use accel_core::{Error, Result, Tensor, TensorView, shape_err};
@@ -69,9 +69,7 @@ impl MatMulKernel {
 
     pub fn run(&self, node: &Node, a: TensorView, b: TensorView) -> Result<Tensor> {
         let shape = self.output_shape(node, a.shape(), b.shape())?;
-        let mut out = zeroed_output(node, &shape)?;
-        self.run_into(node, a, b, &mut out)?;
-        Tensor::from_vec(shape, out)
+        new_output(node, shape, |out| self.run_into(node, a, b, out))
     }
 
     /// Writes A·B into `out` (every element).
@@ -264,9 +262,7 @@ impl GemmKernel {
         c: Option<TensorView>,
     ) -> Result<Tensor> {
         let shape = self.output_shape(node, a.shape(), b.shape())?;
-        let mut out = zeroed_output(node, &shape)?;
-        self.run_into(node, a, b, c, &mut out)?;
-        Tensor::from_vec(shape, out)
+        new_output(node, shape, |out| self.run_into(node, a, b, c, out))
     }
 
     /// Writes Y into `out` (every element).

@@ -10,7 +10,7 @@ pub mod matmul;
 pub mod pool;
 
 use accel_core::ir::{Node, Window};
-use accel_core::{Error, Result, TensorView, shape_err};
+use accel_core::{Error, Result, Tensor, TensorView, shape_err};
 
 /// An f32 [N, C, H, W] input, or [N, C, L] seen as H = 1.
 pub(crate) struct Images<'a> {
@@ -104,6 +104,26 @@ pub(crate) fn spatial_2d(
             auto_pad: w.auto_pad,
         },
     ))
+}
+
+/// The output shape [N, C, OH, OW], or [N, C, OW] for a 1-D input.
+pub(crate) fn image_shape(n: usize, c: usize, [oh, ow]: [usize; 2], one_d: bool) -> Vec<usize> {
+    if one_d {
+        vec![n, c, ow]
+    } else {
+        vec![n, c, oh, ow]
+    }
+}
+
+/// A new output of `shape` written by `fill` (a kernel's `run_into`).
+pub(crate) fn new_output(
+    node: &Node,
+    shape: Vec<usize>,
+    fill: impl FnOnce(&mut [f32]) -> Result<()>,
+) -> Result<Tensor> {
+    let mut out = zeroed_output(node, &shape)?;
+    fill(&mut out)?;
+    Tensor::from_vec(shape, out)
 }
 
 /// A zeroed f32 output buffer of `shape`, refusing absurd sizes.

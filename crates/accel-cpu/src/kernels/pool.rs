@@ -1,6 +1,6 @@
 //! MaxPool and AveragePool over 1-D and 2-D windows.
 
-use super::{Images, check_out_len, float_input, image_dims, spatial_2d, zeroed_output};
+use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output, spatial_2d};
 use accel_core::ir::{Node, Pool};
 use accel_core::ops::{ResolvedWindow, resolve_window};
 use accel_core::{Error, Result, Tensor, TensorView};
@@ -8,9 +8,7 @@ use rayon::prelude::*;
 
 pub fn pool(node: &Node, p: &Pool, max: bool, x: TensorView) -> Result<Tensor> {
     let (shape, _, _) = geometry(node, p, x.shape())?;
-    let mut out = zeroed_output(node, &shape)?;
-    pool_into(node, p, max, x, &mut out)?;
-    Tensor::from_vec(shape, out)
+    new_output(node, shape, |out| pool_into(node, p, max, x, out))
 }
 
 /// Output shape of a pool over an input of `x_shape`.
@@ -28,9 +26,7 @@ fn geometry(
     let rw = resolve_window(&window, &in_hw, &kernel, p.ceil_mode)
         .map_err(|e| Error::node(node, e.to_string()))?;
     let (oh, ow) = (rw.output[0], rw.output[1]);
-    let mut shape = vec![n, c];
-    shape.extend(if one_d { vec![ow] } else { vec![oh, ow] });
-    Ok((shape, rw, kernel))
+    Ok((image_shape(n, c, [oh, ow], one_d), rw, kernel))
 }
 
 /// Writes the pooled output into `out` (every element).
