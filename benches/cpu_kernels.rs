@@ -102,7 +102,8 @@ type OpCase = (
     usize,
 );
 
-/// Depthwise 3x3 (U-Net encoder), the CRNN's stem conv (direct kernel) and its
+/// Depthwise 3x3 (U-Net encoder), a small-k pointwise conv (U-Net block_1_expand), the
+/// CRNN's convs (conv2 by implicit GEMM, the stem by the direct kernel) and its
 /// bidirectional LSTM (input GEMM + recurrence), as whole operators.
 fn operators(c: &mut Criterion) {
     let mut group = c.benchmark_group("op");
@@ -120,6 +121,20 @@ fn operators(c: &mut Criterion) {
             vec![1, 96, 64, 64],
             vec![("w", vec![96, 1, 3, 3]), ("b", vec![96])],
             2 * 9 * 96 * 32 * 32,
+        ),
+        (
+            "pointwise_8to48_64x64",
+            conv_op(1, 1, 0, 1),
+            vec![1, 8, 64, 64],
+            vec![("w", vec![48, 8, 1, 1]), ("b", vec![48])],
+            2 * 8 * 48 * 64 * 64,
+        ),
+        (
+            "crnn_conv2_32to64_25x175",
+            conv_op(3, 1, 1, 1),
+            vec![1, 32, 25, 175],
+            vec![("w", vec![64, 32, 3, 3]), ("b", vec![64])],
+            2 * 288 * 64 * 25 * 175,
         ),
         (
             "crnn_stem_conv_3to32_50x350",

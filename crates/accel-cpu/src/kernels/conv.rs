@@ -2,7 +2,7 @@
 //! straight into packed panels) and a direct depthwise kernel.
 
 use super::conv_direct::DirectConv;
-use super::gemm::{Bias, Blocking, Epilogue, PackedA, gemm_fill_b};
+use super::gemm::{Bias, Blocking, Epilogue, ImplicitB, PackedA, gemm_fill_b, gemm_implicit};
 use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output, spatial_2d};
 use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
@@ -10,6 +10,7 @@ use accel_core::ir::{Activation, Conv, Node};
 use accel_core::ops::{ResolvedWindow, resolve_window};
 use accel_core::{Error, Result, Tensor, TensorView};
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
 
 /// Weights as [groups] packed A matrices of [oc/g, ic/g * kh * kw].
 pub struct ConvKernel {
@@ -23,6 +24,15 @@ pub struct ConvKernel {
     /// Stem convs on AVX-512F: the direct kernel (see `conv_direct`), instead of `packed`.
     direct: Option<DirectConv>,
     bias: Vec<f32>,
+    /// The implicit GEMM's row offsets for the last padded input size seen.
+    offsets: Mutex<Option<TapOffsets>>,
+}
+
+/// Where row p = (channel, ky, kx) of a stride-1 convolution's implicit B starts, relative to
+/// the output pixel's window origin, in a padded input of `plane` = [height, width].
+struct TapOffsets {
+    plane: [usize; 2],
+    offsets: Arc<[usize]>,
 }
 
 impl ConvKernel {
@@ -90,6 +100,7 @@ impl ConvKernel {
             depthwise,
             direct,
             bias,
+            offsets: Mutex::new(None),
         })
     }
 
@@ -212,25 +223,103 @@ impl ConvKernel {
             && rw.pads_begin == [0, 0]
             && rw.pads_end == [0, 0];
         let nr = Blocking::active().nr;
+        let epilogue = |gi: usize| Epilogue {
+            bias: Bias::Row(&self.bias[gi * ocg..(gi + 1) * ocg]),
+            activation: self.attrs.activation,
+            residual: residual.map(|r| &r[gi * ocg * pixels..(gi + 1) * ocg * pixels]),
+        };
+        // Stride 1 reads B in place (implicit GEMM): a 1x1 conv from the input itself, a
+        // k x k one from a zero-bordered copy, one panel per output row segment. Rows much
+        // narrower than a panel would waste most of each tile, so they keep im2col.
+        if plain || (rw.strides == [1, 1] && ow * 4 >= nr * 3) {
+            let mut padded = Scratch::new();
+            let (data, plane, offsets) = if plain {
+                let offsets: Arc<[usize]> = (0..icg).map(|c| c * pixels).collect();
+                // One row of all pixels: a 1x1 conv's panels never wrap.
+                (x, [1, pixels], offsets)
+            } else {
+                let plane = padded_plane(rw);
+                let data = pad_input(x, g * icg, in_hw, rw, plane, nr, &mut padded);
+                (data, plane, self.tap_offsets(icg, plane, rw))
+            };
+            let (rows, width, row_stride) = if plain {
+                (1, pixels, 0)
+            } else {
+                (oh, ow, plane[1])
+            };
+            for gi in 0..g {
+                let xg = &data[gi * icg * plane[0] * plane[1]..];
+                let b = ImplicitB::new(xg, &offsets, rows, width, row_stride);
+                let c = &mut out[gi * ocg * pixels..(gi + 1) * ocg * pixels];
+                gemm_implicit(&self.packed[gi], &b, c, pixels, epilogue(gi));
+            }
+            return;
+        }
         for gi in 0..g {
             let xg = &x[gi * icg * in_hw[0] * in_hw[1]..(gi + 1) * icg * in_hw[0] * in_hw[1]];
-            let k = self.packed[gi].k;
-            let fill = |pj: usize, panel: &mut [f32]| {
-                if plain {
-                    copy_panel(xg, k, pixels, pj, nr, panel)
-                } else {
-                    im2col_panel(xg, icg, in_hw, rw, pj, nr, panel)
-                }
-            };
-            let ep = Epilogue {
-                bias: Bias::Row(&self.bias[gi * ocg..(gi + 1) * ocg]),
-                activation: self.attrs.activation,
-                residual: residual.map(|r| &r[gi * ocg * pixels..(gi + 1) * ocg * pixels]),
-            };
+            let fill =
+                |pj: usize, panel: &mut [f32]| im2col_panel(xg, icg, in_hw, rw, pj, nr, panel);
             let c = &mut out[gi * ocg * pixels..(gi + 1) * ocg * pixels];
-            gemm_fill_b(&self.packed[gi], pixels, &fill, c, pixels, ep);
+            gemm_fill_b(&self.packed[gi], pixels, &fill, c, pixels, epilogue(gi));
         }
     }
+
+    /// Row offsets of the implicit B for a padded input plane, cached for the last plane.
+    fn tap_offsets(&self, channels: usize, plane: [usize; 2], rw: &ResolvedWindow) -> Arc<[usize]> {
+        let mut cached = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = cached.as_ref().filter(|t| t.plane == plane) {
+            return t.offsets.clone();
+        }
+        let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
+        let (dh, dw) = (rw.dilations[0], rw.dilations[1]);
+        let offsets: Arc<[usize]> = (0..channels)
+            .flat_map(|c| {
+                (0..kh).flat_map(move |ky| {
+                    (0..kw).map(move |kx| c * plane[0] * plane[1] + ky * dh * plane[1] + kx * dw)
+                })
+            })
+            .collect();
+        *cached = Some(TapOffsets {
+            plane,
+            offsets: offsets.clone(),
+        });
+        offsets
+    }
+}
+
+/// [height, width] of a stride-1 convolution's input with its padding: every window of the
+/// output lies inside it.
+fn padded_plane(rw: &ResolvedWindow) -> [usize; 2] {
+    let span = |i: usize| rw.output[i] + (rw.kernel[i] - 1) * rw.dilations[i];
+    [span(0), span(1)]
+}
+
+/// The input's channels in zero-bordered planes of `plane`, the data starting at the leading
+/// pads, with `slack` zeros after the last plane for a partial panel's reads. With no
+/// padding the input is used as it is.
+fn pad_input<'a>(
+    x: &'a [f32],
+    channels: usize,
+    [ih, iw]: [usize; 2],
+    rw: &ResolvedWindow,
+    plane: [usize; 2],
+    slack: usize,
+    buf: &'a mut Scratch,
+) -> &'a [f32] {
+    if plane == [ih, iw] {
+        return x;
+    }
+    let (pt, pl) = (rw.pads_begin[0], rw.pads_begin[1]);
+    // Rows past the plane (a pad_end shorter than the window needs) are never read.
+    let (rows, cols) = (ih.min(plane[0] - pt), iw.min(plane[1] - pl));
+    let data = buf.reset_zeroed(channels * plane[0] * plane[1] + slack);
+    for c in 0..channels {
+        for y in 0..rows {
+            let src = &x[(c * ih + y) * iw..][..cols];
+            data[(c * plane[0] + pt + y) * plane[1] + pl..][..cols].copy_from_slice(src);
+        }
+    }
+    data
 }
 
 /// Fills column panel `pj` (`nr` wide) of the im2col matrix in packed-B layout: row p =

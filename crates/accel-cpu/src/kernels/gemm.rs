@@ -236,16 +236,72 @@ impl Epilogue<'_> {
     };
 }
 
-/// acc (mr x nr, row-major) = A panel · B panel over k.
+/// Rows of one column panel of B as the micro-kernel reads them: row p is `nr` values
+/// starting at `row(p)`.
+trait PanelRows: Copy {
+    /// The first of row p's `nr` values.
+    ///
+    /// # Safety
+    /// `p < k`, where k is the panel's depth given when it was built.
+    unsafe fn row(self, p: usize) -> *const f32;
+
+    /// The same panel without its first `k0` rows.
+    fn skip(self, k0: usize) -> Self;
+}
+
+/// A packed [k][nr] panel.
+#[derive(Clone, Copy)]
+struct Contiguous<const NR: usize>(*const f32);
+
+impl<const NR: usize> PanelRows for Contiguous<NR> {
+    #[inline(always)]
+    unsafe fn row(self, p: usize) -> *const f32 {
+        // SAFETY: the panel holds k * NR values (checked where it is built) and p < k.
+        unsafe { self.0.add(p * NR) }
+    }
+
+    fn skip(self, k0: usize) -> Self {
+        Contiguous(self.0.wrapping_add(k0 * NR))
+    }
+}
+
+/// Rows read in place from an image: row p starts `offsets[p]` after `base`
+/// ([`ImplicitB`]).
+#[derive(Clone, Copy)]
+struct Gathered {
+    base: *const f32,
+    offsets: *const usize,
+}
+
+impl PanelRows for Gathered {
+    #[inline(always)]
+    unsafe fn row(self, p: usize) -> *const f32 {
+        // SAFETY: gemm_panels gathers in place only when the panel base plus the largest
+        // offset plus nr stays inside the data, and p < k = offsets.len().
+        unsafe { self.base.add(*self.offsets.add(p)) }
+    }
+
+    fn skip(self, k0: usize) -> Self {
+        Gathered {
+            base: self.base,
+            offsets: self.offsets.wrapping_add(k0),
+        }
+    }
+}
+
+/// acc (mr x nr, row-major) = A panel · B panel over k: the portable micro-kernel, plain
+/// Rust over fixed-size arrays that the compiler keeps in vector registers.
 #[inline(always)]
 fn tile_generic<const MR: usize, const NR: usize, const FMA: bool>(
     k: usize,
     a: &[f32],
-    b: &[f32],
+    b: impl PanelRows,
     out: &mut [f32],
 ) {
     let mut acc = [[0.0f32; NR]; MR];
-    for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(k) {
+    for (p, av) in a.chunks_exact(MR).take(k).enumerate() {
+        // SAFETY: p < k (`take(k)`), and rows of every panel source hold NR values.
+        let bv: &[f32; NR] = unsafe { &*(b.row(p) as *const [f32; NR]) };
         for i in 0..MR {
             for j in 0..NR {
                 acc[i][j] = if FMA {
@@ -261,26 +317,21 @@ fn tile_generic<const MR: usize, const NR: usize, const FMA: bool>(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn tile_avx2(k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
-    tile_generic::<6, 16, true>(k, a, b, out)
-}
-
 /// 8 x 32 tile in 16 zmm accumulators: per k step two B vectors, eight broadcasts of A and
 /// sixteen FMAs, which keeps both FMA pipes of a Zen 4/5 or Xeon core busy.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn tile_avx512(k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
+fn tile_avx512(k: usize, a: &[f32], b: impl PanelRows, out: &mut [f32]) {
     use std::arch::x86_64::*;
-    assert!(a.len() >= k * 8 && b.len() >= k * 32 && out.len() >= 8 * 32);
+    assert!(a.len() >= k * 8 && out.len() >= 8 * 32);
     let mut acc = [_mm512_setzero_ps(); 16];
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let pa = a.as_ptr();
     for p in 0..k {
-        // SAFETY: p < k and the lengths asserted above keep every read inside a and b.
+        // SAFETY: p < k, a holds k * 8 values (asserted) and every B row holds 32.
         unsafe {
-            let b0 = _mm512_loadu_ps(pb.add(p * 32));
-            let b1 = _mm512_loadu_ps(pb.add(p * 32 + 16));
+            let pb = b.row(p);
+            let b0 = _mm512_loadu_ps(pb);
+            let b1 = _mm512_loadu_ps(pb.add(16));
             for i in 0..8 {
                 let ai = _mm512_set1_ps(*pa.add(p * 8 + i));
                 acc[2 * i] = _mm512_fmadd_ps(ai, b0, acc[2 * i]);
@@ -294,11 +345,168 @@ fn tile_avx512(k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The AVX2 + FMA path: a 6 x 16 tile in 12 ymm accumulators (per k step two B loads, six
+/// broadcasts, twelve FMAs) whose epilogue runs on the registers and stores straight into C.
+/// Written out because the compiler's version of the generic tile spilled the accumulators
+/// to the stack and finished the epilogue in 4-wide loops, which cost more than the k loop
+/// for the U-Net's small-k 1x1 convolutions.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Bias, Epilogue, PanelRows};
+    use accel_core::ir::Activation;
+    use std::arch::x86_64::*;
+
+    pub(super) const MR: usize = 6;
+    pub(super) const NR: usize = 16;
+
+    /// The 12 accumulators of A panel `a` (k x 6) times B rows `b`.
+    ///
+    /// # Safety
+    /// `a` holds k * 6 values and every B row p < k holds 16.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn tile(k: usize, a: *const f32, b: impl PanelRows) -> [__m256; 12] {
+        // SAFETY: the caller's contract.
+        unsafe { tile_from(k, a, b, [_mm256_setzero_ps(); 12]) }
+    }
+
+    /// [`tile`] added to the accumulators `c` (a later slice of k).
+    ///
+    /// # Safety
+    /// As for [`tile`].
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn tile_from(
+        k: usize,
+        a: *const f32,
+        b: impl PanelRows,
+        mut c: [__m256; 12],
+    ) -> [__m256; 12] {
+        for p in 0..k {
+            // SAFETY: the caller's contract: p < k keeps both reads inside A and the B row.
+            unsafe {
+                let pb = b.row(p);
+                let b0 = _mm256_loadu_ps(pb);
+                let b1 = _mm256_loadu_ps(pb.add(8));
+                let pa = a.add(p * MR);
+                for i in 0..MR {
+                    let ai = _mm256_broadcast_ss(&*pa.add(i));
+                    c[2 * i] = _mm256_fmadd_ps(ai, b0, c[2 * i]);
+                    c[2 * i + 1] = _mm256_fmadd_ps(ai, b1, c[2 * i + 1]);
+                }
+            }
+        }
+        c
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) fn zero() -> __m256 {
+        _mm256_setzero_ps()
+    }
+
+    /// Whether [`store_full`] takes this epilogue (sigmoid goes through the scalar path).
+    pub(super) fn in_registers(ep: &Epilogue) -> bool {
+        !matches!(ep.activation, Some(Activation::Sigmoid))
+    }
+
+    /// A whole 6 x 16 tile: `out[i * ldc + j] = act(c + bias) + residual[i * ldc + j]`.
+    ///
+    /// # Safety
+    /// Rows row0..row0+6 and columns col0..col0+16 of C, at `out` with row
+    /// stride `ldc`, are in bounds and this caller's alone; so are those of the residual
+    /// when given; `Bias::Row` holds row0 + 6 values and `Bias::Col` col0 + 16.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) unsafe fn store_full(
+        c: &[__m256; 12],
+        out: *mut f32,
+        ldc: usize,
+        row0: usize,
+        col0: usize,
+        ep: &Epilogue,
+        residual: Option<*const f32>,
+    ) {
+        let zero = _mm256_setzero_ps();
+        let (lo, hi) = match ep.activation {
+            Some(Activation::Clip { min, max }) => (_mm256_set1_ps(min), _mm256_set1_ps(max)),
+            _ => (zero, zero),
+        };
+        for i in 0..MR {
+            let (mut v0, mut v1) = (c[2 * i], c[2 * i + 1]);
+            // SAFETY: bounds as the caller promises.
+            unsafe {
+                match ep.bias {
+                    Bias::None => {}
+                    Bias::Row(b) => {
+                        let bb = _mm256_set1_ps(*b.get_unchecked(row0 + i));
+                        v0 = _mm256_add_ps(v0, bb);
+                        v1 = _mm256_add_ps(v1, bb);
+                    }
+                    Bias::Col(b) => {
+                        let pb = b.as_ptr().add(col0);
+                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(pb));
+                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(pb.add(8)));
+                    }
+                }
+                // The bound goes first: max/min return their second operand when either is
+                // NaN, so NaN passes through as it does in the scalar path.
+                match ep.activation {
+                    Some(Activation::Relu) => {
+                        v0 = _mm256_max_ps(zero, v0);
+                        v1 = _mm256_max_ps(zero, v1);
+                    }
+                    Some(Activation::Clip { .. }) => {
+                        v0 = _mm256_min_ps(hi, _mm256_max_ps(lo, v0));
+                        v1 = _mm256_min_ps(hi, _mm256_max_ps(lo, v1));
+                    }
+                    _ => {}
+                }
+                if let Some(r) = residual {
+                    let pr = r.add(i * ldc);
+                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(pr));
+                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(pr.add(8)));
+                }
+                let po = out.add(i * ldc);
+                _mm256_storeu_ps(po, v0);
+                _mm256_storeu_ps(po.add(8), v1);
+            }
+        }
+    }
+
+    /// The accumulators as a row-major 6 x 16 array, for partial tiles.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) fn spill(c: &[__m256; 12], out: &mut [f32]) {
+        assert!(out.len() >= MR * NR);
+        for (i, v) in c.iter().enumerate() {
+            // SAFETY: out holds 96 floats (asserted) and i * 8 + 8 <= 96.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i * 8), *v) };
+        }
+    }
+
+    /// Accumulators spilled by [`spill`].
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub(super) fn reload(from: &[f32]) -> [__m256; 12] {
+        assert!(from.len() >= MR * NR);
+        // SAFETY: from holds 96 floats (asserted) and i * 8 + 8 <= 96.
+        std::array::from_fn(|i| unsafe { _mm256_loadu_ps(from.as_ptr().add(i * 8)) })
+    }
+}
+
 /// C (m x n, row stride ldc) = A·B, then the epilogue. Tiles are spread over the current
 /// rayon pool.
 pub fn gemm(a: &PackedA, b: &PackedB, c: &mut [f32], ldc: usize, ep: Epilogue) {
     assert_eq!(a.k, b.k, "gemm: inner dimensions differ");
-    gemm_panels(a, b.n, PanelSource::Packed(b), c, ldc, ep);
+    gemm_panels(
+        a,
+        Columns::Uniform { n: b.n },
+        PanelSource::Packed(b),
+        c,
+        ldc,
+        ep,
+    );
 }
 
 /// C = A·B where B's column panels are produced on demand by `fill(panel_index, panel)` into
@@ -313,16 +521,122 @@ pub fn gemm_fill_b(
     ldc: usize,
     ep: Epilogue,
 ) {
-    gemm_panels(a, n, PanelSource::Fill(fill), c, ldc, ep);
+    gemm_panels(
+        a,
+        Columns::Uniform { n },
+        PanelSource::Fill(fill),
+        c,
+        ldc,
+        ep,
+    );
+}
+
+/// B read in place from an image laid out in rows, as a stride-1 convolution sees its
+/// (padded) input: B[p][(y, x)] = `data[y * row_stride + x + offsets[p]]` for `rows` rows
+/// of `width` columns, C's column (y, x) being `y * width + x`. Each image row is cut into
+/// column panels of its own, so a panel's B rows are contiguous runs of `data` and nothing
+/// is copied (an implicit im2col). The last panel of a row is partial when `nr` does not
+/// divide `width`; its reads past the row land in the next one and are never stored, and a
+/// panel whose reads would pass the end of `data` is copied into a zero-padded panel first.
+pub struct ImplicitB<'a> {
+    data: &'a [f32],
+    offsets: &'a [usize],
+    max_offset: usize,
+    rows: usize,
+    width: usize,
+    row_stride: usize,
+}
+
+impl<'a> ImplicitB<'a> {
+    pub fn new(
+        data: &'a [f32],
+        offsets: &'a [usize],
+        rows: usize,
+        width: usize,
+        row_stride: usize,
+    ) -> ImplicitB<'a> {
+        ImplicitB {
+            data,
+            offsets,
+            max_offset: offsets.iter().max().copied().unwrap_or(0),
+            rows,
+            width,
+            row_stride,
+        }
+    }
+
+    /// Copies the panel at `base` into `panel` ([k][nr], zeroed) as far as `data` reaches.
+    fn copy_panel(&self, base: usize, nr: usize, panel: &mut [f32]) {
+        for (dst, &off) in panel.chunks_exact_mut(nr).zip(self.offsets) {
+            let src = self.data.get(base + off..).unwrap_or(&[]);
+            let n = nr.min(src.len());
+            dst[..n].copy_from_slice(&src[..n]);
+        }
+    }
+}
+
+/// C (m x rows*width, row stride ldc) = A·B for B read in place ([`ImplicitB`]).
+pub fn gemm_implicit(a: &PackedA, b: &ImplicitB, c: &mut [f32], ldc: usize, ep: Epilogue) {
+    assert_eq!(a.k, b.offsets.len(), "gemm: inner dimensions differ");
+    let columns = Columns::Rows {
+        rows: b.rows,
+        width: b.width,
+    };
+    gemm_panels(a, columns, PanelSource::Implicit(b), c, ldc, ep);
 }
 
 enum PanelSource<'a> {
     Packed(&'a PackedB),
     Fill(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
+    Implicit(&'a ImplicitB<'a>),
 }
 
-fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usize, ep: Epilogue) {
-    let (m, k) = (a.m, a.k);
+/// How column panels map onto C's columns.
+#[derive(Clone, Copy)]
+enum Columns {
+    /// Panel j holds columns j*nr .. min((j+1)*nr, n).
+    Uniform { n: usize },
+    /// `rows` rows of `width` columns, each row cut into panels of its own.
+    Rows { rows: usize, width: usize },
+}
+
+impl Columns {
+    fn n(self) -> usize {
+        match self {
+            Columns::Uniform { n } => n,
+            Columns::Rows { rows, width } => rows * width,
+        }
+    }
+
+    fn panels(self, nr: usize) -> usize {
+        match self {
+            Columns::Uniform { n } => n.div_ceil(nr),
+            Columns::Rows { rows, width } => rows * width.div_ceil(nr),
+        }
+    }
+
+    /// Panel j's (row, first column within the row, first column of C, columns).
+    fn panel(self, j: usize, nr: usize) -> (usize, usize, usize, usize) {
+        match self {
+            Columns::Uniform { n } => (0, j * nr, j * nr, nr.min(n - j * nr)),
+            Columns::Rows { width, .. } => {
+                let per_row = width.div_ceil(nr);
+                let (y, x0) = (j / per_row, j % per_row * nr);
+                (y, x0, y * width + x0, nr.min(width - x0))
+            }
+        }
+    }
+}
+
+fn gemm_panels(
+    a: &PackedA,
+    columns: Columns,
+    src: PanelSource,
+    c: &mut [f32],
+    ldc: usize,
+    ep: Epilogue,
+) {
+    let (m, k, n) = (a.m, a.k, columns.n());
     if m == 0 || n == 0 {
         return;
     }
@@ -333,13 +647,18 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
             "gemm: the residual is too small"
         );
     }
+    match ep.bias {
+        Bias::Row(b) => assert!(b.len() >= m, "gemm: row bias too short"),
+        Bias::Col(b) => assert!(b.len() >= n, "gemm: column bias too short"),
+        Bias::None => {}
+    }
     let isa = isa::active();
     let Blocking { mr, nr } = Blocking::of(isa);
     assert_eq!(a.mr, mr, "gemm: A was packed for another ISA");
     if let PanelSource::Packed(b) = &src {
         assert_eq!(b.nr, nr, "gemm: B was packed for another ISA");
     }
-    let (mp, np) = (m.div_ceil(mr), n.div_ceil(nr));
+    let (mp, np) = (m.div_ceil(mr), columns.panels(nr));
     let threads = rayon::current_num_threads();
     let parallel = threads > 1 && m * n * k >= 1 << 15;
     // Few column panels (small images, ConvTranspose's first layers): split the rows too, so
@@ -353,21 +672,40 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
     let c_ptr = SyncPtr(c.as_mut_ptr());
     let task = |t: usize, scratch: &mut Scratch| {
         let (tj, chunk) = (t / row_chunks, t % row_chunks);
-        let b_panel: &[f32] = match &src {
-            PanelSource::Packed(b) => b.panel(tj, scratch),
+        let (y, x0, col0, cols) = columns.panel(tj, nr);
+        let filled: &[f32];
+        let rows = match &src {
+            PanelSource::Packed(b) => {
+                filled = b.panel(tj, scratch);
+                Rows::Contiguous(filled.as_ptr())
+            }
             PanelSource::Fill(fill) => {
                 let panel = scratch.reset_zeroed(k * nr);
                 fill(tj, panel);
-                panel
+                filled = panel;
+                Rows::Contiguous(filled.as_ptr())
+            }
+            PanelSource::Implicit(b) => {
+                let base = y * b.row_stride + x0;
+                if base + b.max_offset + nr <= b.data.len() {
+                    Rows::Gathered(Gathered {
+                        base: b.data[base..].as_ptr(),
+                        offsets: b.offsets.as_ptr(),
+                    })
+                } else {
+                    let panel = scratch.reset_zeroed(k * nr);
+                    b.copy_panel(base, nr, panel);
+                    filled = panel;
+                    Rows::Contiguous(filled.as_ptr())
+                }
             }
         };
         let job = ColumnTiles {
             a,
-            b_panel,
-            tj,
-            nr,
+            rows,
+            col0,
+            cols,
             tiles: chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(mp),
-            n,
             c: c_ptr,
             ldc,
             ep,
@@ -379,9 +717,7 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
             #[cfg(target_arch = "x86_64")]
             // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
             Isa::Avx2Fma => unsafe { job.run_avx2() },
-            _ => job.run(|k, a, b, out| {
-                tile_generic::<6, 16, { cfg!(target_arch = "aarch64") }>(k, a, b, out)
-            }),
+            _ => job.run_portable(),
         }
     };
     let tasks = np * row_chunks;
@@ -395,15 +731,23 @@ fn gemm_panels(a: &PackedA, n: usize, src: PanelSource, c: &mut [f32], ldc: usiz
     }
 }
 
-/// Tiles `tiles` of one column panel: micro-kernel, then bias and activation on the way to
-/// C. Compiled once per ISA so the epilogue is vectorized as wide as the micro-kernel.
+/// Where a column panel's B rows are: a packed [k][nr] panel, or in place in an image.
+#[derive(Clone, Copy)]
+enum Rows {
+    Contiguous(*const f32),
+    Gathered(Gathered),
+}
+
+/// Tiles `tiles` of one column panel: micro-kernel, then bias, activation and residual on
+/// the way to C. Compiled once per ISA so the epilogue is vectorized as wide as the
+/// micro-kernel.
 struct ColumnTiles<'a> {
     a: &'a PackedA,
-    b_panel: &'a [f32],
-    tj: usize,
-    nr: usize,
+    rows: Rows,
+    /// First column of C and number of columns this panel covers.
+    col0: usize,
+    cols: usize,
     tiles: std::ops::Range<usize>,
-    n: usize,
     c: SyncPtr,
     ldc: usize,
     ep: Epilogue<'a>,
@@ -413,47 +757,170 @@ impl ColumnTiles<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     fn run_avx512(&self) {
-        self.run(|k, a, b, out| tile_avx512(k, a, b, out))
+        match self.rows {
+            Rows::Contiguous(p) => self.run_generic(32, Contiguous::<32>(p), |k, a, b, out| {
+                tile_avx512(k, a, b, out)
+            }),
+            Rows::Gathered(g) => self.run_generic(32, g, |k, a, b, out| tile_avx512(k, a, b, out)),
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     fn run_avx2(&self) {
-        self.run(|k, a, b, out| tile_avx2(k, a, b, out))
+        match self.rows {
+            Rows::Contiguous(p) => self.run_avx2_rows(Contiguous::<16>(p)),
+            Rows::Gathered(g) => self.run_avx2_rows(g),
+        }
     }
 
+    fn run_portable(&self) {
+        const FMA: bool = cfg!(target_arch = "aarch64");
+        match self.rows {
+            Rows::Contiguous(p) => self.run_generic(16, Contiguous::<16>(p), |k, a, b, out| {
+                tile_generic::<6, 16, FMA>(k, a, b, out)
+            }),
+            Rows::Gathered(g) => self.run_generic(16, g, |k, a, b, out| {
+                tile_generic::<6, 16, FMA>(k, a, b, out)
+            }),
+        }
+    }
+
+    /// Tiles through a micro-kernel that writes a row-major mr x nr accumulator array, then
+    /// the scalar epilogue ([`store_row`]).
     #[inline(always)]
-    fn run(&self, micro: impl Fn(usize, &[f32], &[f32], &mut [f32])) {
-        let (a, m, k, mr, nr) = (self.a, self.a.m, self.a.k, self.a.mr, self.nr);
-        let col0 = self.tj * nr;
-        let cols = nr.min(self.n - col0);
+    fn run_generic<R: PanelRows>(
+        &self,
+        nr: usize,
+        rows: R,
+        micro: impl Fn(usize, &[f32], R, &mut [f32]),
+    ) {
+        let (a, m, k, mr) = (self.a, self.a.m, self.a.k, self.a.mr);
         let mut acc = [0.0f32; MAX_TILE];
         let mut a_scratch = Scratch::new();
         for ti in self.tiles.clone() {
-            micro(
-                k,
-                a.panel(ti, &mut a_scratch),
-                self.b_panel,
-                &mut acc[..mr * nr],
-            );
-            let rows = mr.min(m - ti * mr);
-            for (i, acc_row) in acc.chunks_exact(nr).take(rows).enumerate() {
-                let r = ti * mr + i;
-                // SAFETY: each (ti, tj) tile owns rows ti*mr.. and columns tj*nr.. of C, which
-                // are in bounds (asserted in gemm_panels) and written by no other task.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(self.c.get().add(r * self.ldc + col0), cols)
-                };
-                let residual = self
-                    .ep
-                    .residual
-                    .map(|res| &res[r * self.ldc + col0..][..cols]);
-                store_row(out, &acc_row[..cols], r, col0, self.ep, residual);
+            micro(k, a.panel(ti, &mut a_scratch), rows, &mut acc[..mr * nr]);
+            self.store_rows(ti * mr, mr.min(m - ti * mr), nr, &acc);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn run_avx2_rows(&self, rows: impl PanelRows) {
+        let (a, k) = (self.a, self.a.k);
+        let mr = avx2::MR;
+        let mut a_scratch = Scratch::new();
+        let kc = self.depth_chunk(matches!(self.rows, Rows::Gathered(_)));
+        if kc >= k {
+            for ti in self.tiles.clone() {
+                let panel = a.panel(ti, &mut a_scratch);
+                debug_assert!(panel.len() >= k * mr);
+                // SAFETY: the A panel holds k * mr values and every B row holds nr
+                // (PanelRows).
+                let c = unsafe { avx2::tile(k, panel.as_ptr(), rows) };
+                self.finish_avx2(ti, &c);
             }
+            return;
+        }
+        // Slices of k across all tiles, so that one slice of the B panel and of every A panel
+        // stays in L1 while the tiles go by; partial sums wait in `partial`.
+        let mut partial = Scratch::zeroed(self.tiles.len() * mr * avx2::NR);
+        let tile_len = mr * avx2::NR;
+        for k0 in (0..k).step_by(kc) {
+            let kk = kc.min(k - k0);
+            for (t, ti) in self.tiles.clone().enumerate() {
+                let panel = a.panel(ti, &mut a_scratch);
+                debug_assert!(panel.len() >= k * mr);
+                let init = if k0 == 0 {
+                    [avx2::zero(); 12]
+                } else {
+                    avx2::reload(&partial[t * tile_len..][..tile_len])
+                };
+                // SAFETY: k0 + kk <= k rows of the A panel (k * mr values) and of B.
+                let c =
+                    unsafe { avx2::tile_from(kk, panel[k0 * mr..].as_ptr(), rows.skip(k0), init) };
+                if k0 + kk == k {
+                    self.finish_avx2(ti, &c);
+                } else {
+                    avx2::spill(&c, &mut partial[t * tile_len..][..tile_len]);
+                }
+            }
+        }
+    }
+
+    /// How many rows of k to run across all tiles before moving on: all of them when the B
+    /// panel and the tiles' A panels fit in L1 together (a slice of L1 is left for C),
+    /// otherwise a slice that does. f16 weights are widened per panel, so they are not
+    /// sliced.
+    fn depth_chunk(&self, gathered: bool) -> usize {
+        const L1_BUDGET: usize = 24 * 1024;
+        let k = self.a.k;
+        if matches!(self.a.data, Store::F16(_)) {
+            return k;
+        }
+        // A gathered B row straddles two cache lines about half the time.
+        let b_row = if gathered { 96 } else { 64 };
+        let per_k = b_row + self.tiles.len() * self.a.mr * 4;
+        let kc = (L1_BUDGET / per_k).max(16) / 8 * 8;
+        if kc >= k { k } else { kc }
+    }
+
+    /// A finished tile on its way to C: the register epilogue for whole tiles, the scalar one
+    /// for partial tiles and sigmoid.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn finish_avx2(&self, ti: usize, c: &[std::arch::x86_64::__m256; 12]) {
+        let (mr, nr) = (avx2::MR, avx2::NR);
+        let (row0, nrows) = (ti * mr, mr.min(self.a.m - ti * mr));
+        if avx2::in_registers(&self.ep) && nrows == mr && self.cols == nr {
+            let at = row0 * self.ldc + self.col0;
+            // SAFETY: this task owns rows row0..row0+mr and columns col0..col0+nr of C,
+            // which gemm_panels checked are inside C (and the residual, and the bias).
+            unsafe {
+                avx2::store_full(
+                    c,
+                    self.c.get().add(at),
+                    self.ldc,
+                    row0,
+                    self.col0,
+                    &self.ep,
+                    self.ep.residual.map(|r| r[at..].as_ptr()),
+                )
+            }
+        } else {
+            let mut spilled = [0.0f32; avx2::MR * avx2::NR];
+            avx2::spill(c, &mut spilled);
+            self.store_rows(row0, nrows, nr, &spilled);
+        }
+    }
+
+    /// Rows row0..row0+nrows of C from a row-major accumulator tile `nr` wide.
+    #[inline(always)]
+    fn store_rows(&self, row0: usize, nrows: usize, nr: usize, acc: &[f32]) {
+        for (i, acc_row) in acc.chunks_exact(nr).take(nrows).enumerate() {
+            let r = row0 + i;
+            // SAFETY: each task owns rows of its tiles and columns col0..col0+cols of C,
+            // which are in bounds (asserted in gemm_panels) and written by no other task.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(
+                    self.c.get().add(r * self.ldc + self.col0),
+                    self.cols,
+                )
+            };
+            let residual = self
+                .ep
+                .residual
+                .map(|res| &res[r * self.ldc + self.col0..][..self.cols]);
+            store_row(out, &acc_row[..self.cols], r, self.col0, self.ep, residual);
         }
     }
 }
 
+/// One row of a tile on its way to C: `out = act(acc + bias) + residual`, in a single pass
+/// so each value is written once (separate bias, activation and residual passes re-read `out`
+/// and left the epilogue slower than the micro-kernel for small k).
 #[inline(always)]
 fn store_row(
     out: &mut [f32],
@@ -463,20 +930,62 @@ fn store_row(
     ep: Epilogue,
     residual: Option<&[f32]>,
 ) {
-    match ep.bias {
-        Bias::None => out.copy_from_slice(acc),
-        Bias::Row(b) => out.iter_mut().zip(acc).for_each(|(o, &a)| *o = a + b[row]),
-        Bias::Col(b) => out
+    use super::activation::{clip, relu, sigmoid_fast};
+    match ep.activation {
+        None => store_row_with(out, acc, row, col0, ep.bias, residual, |x| x),
+        Some(Activation::Relu) => store_row_with(out, acc, row, col0, ep.bias, residual, relu),
+        Some(Activation::Clip { min, max }) => {
+            store_row_with(out, acc, row, col0, ep.bias, residual, |x| {
+                clip(x, min, max)
+            })
+        }
+        Some(Activation::Sigmoid) => {
+            store_row_with(out, acc, row, col0, ep.bias, residual, sigmoid_fast)
+        }
+    }
+}
+
+#[inline(always)]
+fn store_row_with(
+    out: &mut [f32],
+    acc: &[f32],
+    row: usize,
+    col0: usize,
+    bias: Bias,
+    residual: Option<&[f32]>,
+    act: impl Fn(f32) -> f32,
+) {
+    let n = out.len();
+    let acc = &acc[..n];
+    match (bias, residual) {
+        (Bias::None, None) => out.iter_mut().zip(acc).for_each(|(o, &a)| *o = act(a)),
+        (Bias::Row(b), None) => {
+            let b = b[row];
+            out.iter_mut().zip(acc).for_each(|(o, &a)| *o = act(a + b))
+        }
+        (Bias::Col(b), None) => out
             .iter_mut()
             .zip(acc)
-            .zip(&b[col0..])
-            .for_each(|((o, &a), &bb)| *o = a + bb),
-    }
-    if let Some(act) = ep.activation {
-        super::activation::apply_slice(act, out);
-    }
-    if let Some(res) = residual {
-        out.iter_mut().zip(res).for_each(|(o, &r)| *o += r);
+            .zip(&b[col0..col0 + n])
+            .for_each(|((o, &a), &bb)| *o = act(a + bb)),
+        (Bias::None, Some(r)) => out
+            .iter_mut()
+            .zip(acc)
+            .zip(&r[..n])
+            .for_each(|((o, &a), &rr)| *o = act(a) + rr),
+        (Bias::Row(b), Some(r)) => {
+            let b = b[row];
+            out.iter_mut()
+                .zip(acc)
+                .zip(&r[..n])
+                .for_each(|((o, &a), &rr)| *o = act(a + b) + rr)
+        }
+        (Bias::Col(b), Some(r)) => out
+            .iter_mut()
+            .zip(acc)
+            .zip(&b[col0..col0 + n])
+            .zip(&r[..n])
+            .for_each(|(((o, &a), &bb), &rr)| *o = act(a + bb) + rr),
     }
 }
 
@@ -546,6 +1055,151 @@ mod tests {
                     assert!(
                         (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
                         "({m},{k},{n}) at ({i},{j}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn random(n: usize) -> Vec<f32> {
+        let mut rng = rand::rng();
+        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+    }
+
+    fn act_ref(act: Option<Activation>, x: f32) -> f32 {
+        match act {
+            None => x,
+            Some(Activation::Relu) => x.max(0.0),
+            Some(Activation::Clip { min, max }) => x.clamp(min, max),
+            Some(Activation::Sigmoid) => 1.0 / (1.0 + (-x).exp()),
+        }
+    }
+
+    /// Every epilogue (row and column bias, each activation, residual) on full and partial
+    /// tiles, checked against the reference product.
+    #[test]
+    fn epilogues_match_reference() {
+        let acts = [
+            None,
+            Some(Activation::Relu),
+            Some(Activation::Clip {
+                min: -0.3,
+                max: 0.4,
+            }),
+            Some(Activation::Sigmoid),
+        ];
+        for &(m, k, n) in &[(12, 9, 32), (7, 20, 37), (1, 3, 5), (30, 64, 48)] {
+            let a = random(m * k);
+            let b = random(k * n);
+            let (row_bias, col_bias, res) = (random(m), random(n), random(m * n));
+            let pa = PackedA::pack(&a, m, k, k, 1);
+            let pb = PackedB::pack(&b, k, n, n, 1);
+            let r = gemm_reference(&a, &b, m, k, n);
+            for act in acts {
+                for bias_kind in 0..3 {
+                    for with_res in [false, true] {
+                        let bias = match bias_kind {
+                            0 => Bias::None,
+                            1 => Bias::Row(&row_bias),
+                            _ => Bias::Col(&col_bias),
+                        };
+                        let ep = Epilogue {
+                            bias,
+                            activation: act,
+                            residual: with_res.then_some(&res[..]),
+                        };
+                        let mut c = vec![f32::NAN; m * n];
+                        gemm(&pa, &pb, &mut c, n, ep);
+                        for i in 0..m {
+                            for j in 0..n {
+                                let bv = match bias_kind {
+                                    0 => 0.0,
+                                    1 => row_bias[i],
+                                    _ => col_bias[j],
+                                };
+                                let mut want = act_ref(act, r[i * n + j] + bv);
+                                if with_res {
+                                    want += res[i * n + j];
+                                }
+                                let got = c[i * n + j];
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                    "({m},{k},{n}) {act:?} bias {bias_kind} res {with_res} at ({i},{j}): {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// NaN in the product stays NaN through every activation, as in the scalar path.
+    #[test]
+    fn activations_keep_nan() {
+        let (m, k, n) = (6, 4, 16);
+        let mut a = random(m * k);
+        a[0] = f32::NAN;
+        let b = random(k * n);
+        let pa = PackedA::pack(&a, m, k, k, 1);
+        let pb = PackedB::pack(&b, k, n, n, 1);
+        for act in [Activation::Relu, Activation::Clip { min: 0.0, max: 6.0 }] {
+            let mut c = vec![0.0; m * n];
+            let ep = Epilogue {
+                bias: Bias::None,
+                activation: Some(act),
+                residual: None,
+            };
+            gemm(&pa, &pb, &mut c, n, ep);
+            assert!(c[..n].iter().all(|v| v.is_nan()), "{act:?} dropped a NaN");
+            assert!(c[n..].iter().all(|v| !v.is_nan()));
+        }
+    }
+
+    /// B read in place: row panels of an image (partial last panels, reads past the data's
+    /// end) and one flat row, against B materialised from the same offsets.
+    #[test]
+    fn implicit_b_matches_materialised_b() {
+        let nr = Blocking::active().nr;
+        for &(m, rows, width, row_stride, ch) in &[
+            (10, 3, 21, 25, 3),
+            (6, 1, 40, 0, 2),
+            (13, 4, nr, nr + 2, 4),
+            (5, 2, 7, 9, 1),
+        ] {
+            let plane = rows.max(1) * row_stride.max(width) + 4;
+            let data = random(ch * plane);
+            // Two taps per channel, the second one column to the right.
+            let offsets: Vec<usize> = (0..ch).flat_map(|c| [c * plane, c * plane + 1]).collect();
+            let k = offsets.len();
+            let n = rows * width;
+            let mut b = vec![0.0f32; k * n];
+            for (p, &off) in offsets.iter().enumerate() {
+                for y in 0..rows {
+                    for x in 0..width {
+                        b[p * n + y * width + x] = data[y * row_stride + x + off];
+                    }
+                }
+            }
+            let a = random(m * k);
+            let bias = random(m);
+            let pa = PackedA::pack(&a, m, k, k, 1);
+            let ib = ImplicitB::new(&data, &offsets, rows, width, row_stride);
+            let mut c = vec![f32::NAN; m * n];
+            let ep = Epilogue {
+                bias: Bias::Row(&bias),
+                activation: Some(Activation::Relu),
+                residual: None,
+            };
+            gemm_implicit(&pa, &ib, &mut c, n, ep);
+            let r = gemm_reference(&a, &b, m, k, n);
+            for i in 0..m {
+                for j in 0..n {
+                    let want = (r[i * n + j] + bias[i]).max(0.0);
+                    let got = c[i * n + j];
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "m {m} rows {rows} width {width} at ({i},{j}): {got} vs {want}"
                     );
                 }
             }
