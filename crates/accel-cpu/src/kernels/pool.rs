@@ -1,6 +1,7 @@
 //! MaxPool and AveragePool over 1-D and 2-D windows.
 
 use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output, spatial_2d};
+use crate::isa::{self, Isa};
 use accel_core::ir::{Node, Pool};
 use accel_core::ops::{ResolvedWindow, resolve_window};
 use accel_core::{Error, Result, Tensor, TensorView};
@@ -68,10 +69,12 @@ pub fn pool_into(node: &Node, p: &Pool, max: bool, x: TensorView, out: &mut [f32
                 max_2x2_row(r0, r1, &mut o[oy * ow..oy * ow + fast_cols]);
             }
             for oy in 0..oh as isize {
-                for ox in 0..ow as isize {
-                    if (oy as usize) < fast_rows && (ox as usize) < fast_cols {
-                        continue;
-                    }
+                let first_col = if (oy as usize) < fast_rows {
+                    fast_cols as isize
+                } else {
+                    0
+                };
+                for ox in first_col..ow as isize {
                     let (y0, x0) = (oy * sh - pt, ox * sw - pl);
                     let inside =
                         y0 >= 0 && x0 >= 0 && y0 + (kh - 1) * dh < ih && x0 + (kw - 1) * dw < iw;
@@ -139,11 +142,51 @@ fn nan_max(a: f32, b: f32) -> f32 {
 
 /// out[x] = max of r0[2x], r0[2x+1], r1[2x], r1[2x+1].
 fn max_2x2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
-    for ((o, a), b) in out
+    let done = match isa::active() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: both AVX levels are only selected after runtime detection of avx2.
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { max_2x2_row_avx2(r0, r1, out) },
+        _ => 0,
+    };
+    for ((o, a), b) in out[done..]
         .iter_mut()
-        .zip(r0.chunks_exact(2))
-        .zip(r1.chunks_exact(2))
+        .zip(r0[2 * done..].chunks_exact(2))
+        .zip(r1[2 * done..].chunks_exact(2))
     {
         *o = nan_max(nan_max(a[0], a[1]), nan_max(b[0], b[1]));
     }
+}
+
+/// Eight outputs per step: the two rows' maxima, then even and odd lanes paired by shuffles.
+/// Returns how many outputs it wrote (a multiple of 8); the caller finishes the rest.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn max_2x2_row_avx2(r0: &[f32], r1: &[f32], out: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    // max that keeps a NaN from either side: maxps returns its second operand when either
+    // is NaN, so a NaN in `a` is blended back in.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn nan_max8(a: __m256, b: __m256) -> __m256 {
+        let m = _mm256_max_ps(a, b);
+        _mm256_blendv_ps(m, a, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a))
+    }
+    let blocks = out.len() / 8;
+    assert!(r0.len() >= 16 * blocks && r1.len() >= 16 * blocks);
+    for i in 0..blocks {
+        // SAFETY: 16 * i + 16 <= 16 * blocks values of each row (asserted) and 8 * i + 8 of out.
+        unsafe {
+            let (a, b) = (r0.as_ptr().add(16 * i), r1.as_ptr().add(16 * i));
+            let lo = nan_max8(_mm256_loadu_ps(a), _mm256_loadu_ps(b));
+            let hi = nan_max8(_mm256_loadu_ps(a.add(8)), _mm256_loadu_ps(b.add(8)));
+            let even = _mm256_shuffle_ps::<0b10_00_10_00>(lo, hi);
+            let odd = _mm256_shuffle_ps::<0b11_01_11_01>(lo, hi);
+            // Lanes now hold outputs 0 1 4 5 | 2 3 6 7.
+            let m = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+                nan_max8(even, odd),
+            )));
+            _mm256_storeu_ps(out.as_mut_ptr().add(8 * i), m);
+        }
+    }
+    8 * blocks
 }
