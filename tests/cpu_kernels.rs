@@ -353,9 +353,7 @@ fn depthwise_3x3_matches_reference_on_random_shapes() {
 #[test]
 fn conv_transpose_matches_reference_on_random_shapes() {
     for case in 0..CASES {
-        // Every fourth case dilated, every fourth grouped. Undilated layers with at least a
-        // GEMM tile's rows of output channels per group take the sub-pixel path, the others
-        // GEMM + col2im: both are common here.
+        // Every fourth case dilated, every fourth grouped.
         let group = if case % 4 == 3 { 2 } else { 1 };
         let d = if case % 4 == 2 {
             [2, rng_usize(1, 2)]

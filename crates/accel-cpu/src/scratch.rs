@@ -116,6 +116,19 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// Makes this `len` values for a caller that writes every one of them: unlike
+    /// [`Scratch::reset_zeroed`] it does not clear what a previous use left (only values
+    /// past the old length are zeroed), which saves a pass over large buffers.
+    pub fn reset_for_overwrite(&mut self, len: usize) -> &mut [f32] {
+        if self.data.capacity() < len {
+            return self.reset_zeroed(len);
+        }
+        self.data.resize(len, 0.0);
+        &mut self.data
+    }
+}
+
 impl Clone for Scratch {
     fn clone(&self) -> Scratch {
         let mut s = Scratch::new();

@@ -228,9 +228,10 @@ impl ConvKernel {
             activation: self.attrs.activation,
             residual: residual.map(|r| &r[gi * ocg * pixels..(gi + 1) * ocg * pixels]),
         };
-        // Stride 1 reads B in place (implicit GEMM): a 1x1 conv from the input itself, a
-        // k x k one from a zero-bordered copy, one panel per output row segment. Rows much
-        // narrower than a panel would waste most of each tile, so they keep im2col.
+        // Stride 1 gathers each B panel straight from the input (a 1x1 conv) or from a
+        // zero-bordered copy of it (k x k), one panel per output row segment: each panel row
+        // is one contiguous run. Rows much narrower than a panel would waste most of each
+        // tile, so they keep the general im2col.
         if plain || (rw.strides == [1, 1] && ow * 4 >= nr * 3) {
             let mut padded = Scratch::new();
             let (data, plane, offsets) = if plain {

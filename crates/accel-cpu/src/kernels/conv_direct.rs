@@ -250,6 +250,21 @@ impl Rows<'_> {
                     }
                 }
                 let n = PX.min(ow - x0);
+                // The next block's output lines, for writing: the planes are too many
+                // streams for the hardware prefetchers.
+                let next = oy * ow + x0 + PX;
+                if next + PX <= oh * ow {
+                    for q in 0..planes {
+                        for at in [next, next + PX - 1] {
+                            // SAFETY: inside `out`; a prefetch reads nothing and never faults.
+                            unsafe {
+                                _mm_prefetch::<_MM_HINT_ET0>(
+                                    out.as_ptr().add(q * oh * ow + at).cast::<i8>(),
+                                )
+                            };
+                        }
+                    }
+                }
                 for (q, a) in acc.iter().enumerate().take(planes) {
                     // As in block_avx512: `a` second, so NaN stays NaN.
                     let fix = |a: __m256| match self.act {
@@ -260,13 +275,22 @@ impl Rows<'_> {
                         ),
                         _ => a,
                     };
+                    let dst = &mut out[(q * oh + oy) * ow + x0..][..n];
+                    if n == PX {
+                        // SAFETY: dst holds PX = 16 floats: two stores of eight.
+                        unsafe {
+                            _mm256_storeu_ps(dst.as_mut_ptr(), fix(a[0]));
+                            _mm256_storeu_ps(dst.as_mut_ptr().add(8), fix(a[1]));
+                        }
+                        continue;
+                    }
                     let mut lane = [0.0f32; PX];
                     // SAFETY: lane holds PX = 16 floats: two stores of eight.
                     unsafe {
                         _mm256_storeu_ps(lane.as_mut_ptr(), fix(a[0]));
                         _mm256_storeu_ps(lane.as_mut_ptr().add(8), fix(a[1]));
                     }
-                    out[(q * oh + oy) * ow + x0..][..n].copy_from_slice(&lane[..n]);
+                    dst.copy_from_slice(&lane[..n]);
                 }
             }
         }

@@ -236,72 +236,17 @@ impl Epilogue<'_> {
     };
 }
 
-/// Rows of one column panel of B as the micro-kernel reads them: row p is `nr` values
-/// starting at `row(p)`.
-trait PanelRows: Copy {
-    /// The first of row p's `nr` values.
-    ///
-    /// # Safety
-    /// `p < k`, where k is the panel's depth given when it was built.
-    unsafe fn row(self, p: usize) -> *const f32;
-
-    /// The same panel without its first `k0` rows.
-    fn skip(self, k0: usize) -> Self;
-}
-
-/// A packed [k][nr] panel.
-#[derive(Clone, Copy)]
-struct Contiguous<const NR: usize>(*const f32);
-
-impl<const NR: usize> PanelRows for Contiguous<NR> {
-    #[inline(always)]
-    unsafe fn row(self, p: usize) -> *const f32 {
-        // SAFETY: the panel holds k * NR values (checked where it is built) and p < k.
-        unsafe { self.0.add(p * NR) }
-    }
-
-    fn skip(self, k0: usize) -> Self {
-        Contiguous(self.0.wrapping_add(k0 * NR))
-    }
-}
-
-/// Rows read in place from an image: row p starts `offsets[p]` after `base`
-/// ([`ImplicitB`]).
-#[derive(Clone, Copy)]
-struct Gathered {
-    base: *const f32,
-    offsets: *const usize,
-}
-
-impl PanelRows for Gathered {
-    #[inline(always)]
-    unsafe fn row(self, p: usize) -> *const f32 {
-        // SAFETY: gemm_panels gathers in place only when the panel base plus the largest
-        // offset plus nr stays inside the data, and p < k = offsets.len().
-        unsafe { self.base.add(*self.offsets.add(p)) }
-    }
-
-    fn skip(self, k0: usize) -> Self {
-        Gathered {
-            base: self.base,
-            offsets: self.offsets.wrapping_add(k0),
-        }
-    }
-}
-
 /// acc (mr x nr, row-major) = A panel · B panel over k: the portable micro-kernel, plain
 /// Rust over fixed-size arrays that the compiler keeps in vector registers.
 #[inline(always)]
 fn tile_generic<const MR: usize, const NR: usize, const FMA: bool>(
     k: usize,
     a: &[f32],
-    b: impl PanelRows,
+    b: &[f32],
     out: &mut [f32],
 ) {
     let mut acc = [[0.0f32; NR]; MR];
-    for (p, av) in a.chunks_exact(MR).take(k).enumerate() {
-        // SAFETY: p < k (`take(k)`), and rows of every panel source hold NR values.
-        let bv: &[f32; NR] = unsafe { &*(b.row(p) as *const [f32; NR]) };
+    for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(k) {
         for i in 0..MR {
             for j in 0..NR {
                 acc[i][j] = if FMA {
@@ -321,17 +266,16 @@ fn tile_generic<const MR: usize, const NR: usize, const FMA: bool>(
 /// sixteen FMAs, which keeps both FMA pipes of a Zen 4/5 or Xeon core busy.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn tile_avx512(k: usize, a: &[f32], b: impl PanelRows, out: &mut [f32]) {
+fn tile_avx512(k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
     use std::arch::x86_64::*;
-    assert!(a.len() >= k * 8 && out.len() >= 8 * 32);
+    assert!(a.len() >= k * 8 && b.len() >= k * 32 && out.len() >= 8 * 32);
     let mut acc = [_mm512_setzero_ps(); 16];
-    let pa = a.as_ptr();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
     for p in 0..k {
-        // SAFETY: p < k, a holds k * 8 values (asserted) and every B row holds 32.
+        // SAFETY: p < k and the lengths asserted above keep every read inside a and b.
         unsafe {
-            let pb = b.row(p);
-            let b0 = _mm512_loadu_ps(pb);
-            let b1 = _mm512_loadu_ps(pb.add(16));
+            let b0 = _mm512_loadu_ps(pb.add(p * 32));
+            let b1 = _mm512_loadu_ps(pb.add(p * 32 + 16));
             for i in 0..8 {
                 let ai = _mm512_set1_ps(*pa.add(p * 8 + i));
                 acc[2 * i] = _mm512_fmadd_ps(ai, b0, acc[2 * i]);
@@ -352,40 +296,32 @@ fn tile_avx512(k: usize, a: &[f32], b: impl PanelRows, out: &mut [f32]) {
 /// for the U-Net's small-k 1x1 convolutions.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{Bias, Epilogue, PanelRows};
+    use super::{Bias, Epilogue};
     use accel_core::ir::Activation;
     use std::arch::x86_64::*;
 
     pub(super) const MR: usize = 6;
     pub(super) const NR: usize = 16;
 
-    /// The 12 accumulators of A panel `a` (k x 6) times B rows `b`.
-    ///
-    /// # Safety
-    /// `a` holds k * 6 values and every B row p < k holds 16.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    pub(super) unsafe fn tile(k: usize, a: *const f32, b: impl PanelRows) -> [__m256; 12] {
-        // SAFETY: the caller's contract.
-        unsafe { tile_from(k, a, b, [_mm256_setzero_ps(); 12]) }
-    }
+    // Everything here is `#[inline(always)]` and reached only from functions compiled with
+    // avx2 and fma, whose features it inherits: a `#[target_feature]` function of its own
+    // is not always inlined, and then the [__m256; 12] tile goes through memcpy.
 
-    /// [`tile`] added to the accumulators `c` (a later slice of k).
+    /// The 12 accumulators of A panel `a` (k x 6) times B panel `b` (k x 16), added to `c`.
     ///
     /// # Safety
-    /// As for [`tile`].
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    /// AVX2 and FMA are available; `a` holds k * 6 values and `b` k * 16.
+    #[inline(always)]
     pub(super) unsafe fn tile_from(
         k: usize,
         a: *const f32,
-        b: impl PanelRows,
+        b: *const f32,
         mut c: [__m256; 12],
     ) -> [__m256; 12] {
         for p in 0..k {
-            // SAFETY: the caller's contract: p < k keeps both reads inside A and the B row.
+            // SAFETY: the caller's contract: p < k keeps both reads inside A and B.
             unsafe {
-                let pb = b.row(p);
+                let pb = b.add(p * NR);
                 let b0 = _mm256_loadu_ps(pb);
                 let b1 = _mm256_loadu_ps(pb.add(8));
                 let pa = a.add(p * MR);
@@ -399,10 +335,14 @@ mod avx2 {
         c
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    pub(super) fn zero() -> __m256 {
-        _mm256_setzero_ps()
+    /// Zeroed accumulators.
+    ///
+    /// # Safety
+    /// AVX is available.
+    #[inline(always)]
+    pub(super) unsafe fn zeros() -> [__m256; 12] {
+        // SAFETY: the caller's contract.
+        unsafe { [_mm256_setzero_ps(); 12] }
     }
 
     /// Whether [`store_full`] takes this epilogue (sigmoid goes through the scalar path).
@@ -413,11 +353,10 @@ mod avx2 {
     /// A whole 6 x 16 tile: `out[i * ldc + j] = act(c + bias) + residual[i * ldc + j]`.
     ///
     /// # Safety
-    /// Rows row0..row0+6 and columns col0..col0+16 of C, at `out` with row
+    /// AVX2 is available; rows row0..row0+6 and columns col0..col0+16 of C, at `out` with row
     /// stride `ldc`, are in bounds and this caller's alone; so are those of the residual
     /// when given; `Bias::Row` holds row0 + 6 values and `Bias::Col` col0 + 16.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
+    #[inline(always)]
     pub(super) unsafe fn store_full(
         c: &[__m256; 12],
         out: *mut f32,
@@ -427,15 +366,16 @@ mod avx2 {
         ep: &Epilogue,
         residual: Option<*const f32>,
     ) {
-        let zero = _mm256_setzero_ps();
-        let (lo, hi) = match ep.activation {
-            Some(Activation::Clip { min, max }) => (_mm256_set1_ps(min), _mm256_set1_ps(max)),
-            _ => (zero, zero),
-        };
-        for i in 0..MR {
-            let (mut v0, mut v1) = (c[2 * i], c[2 * i + 1]);
-            // SAFETY: bounds as the caller promises.
-            unsafe {
+        // SAFETY: AVX2 is available and every access is inside the bounds the caller
+        // promises.
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            let (lo, hi) = match ep.activation {
+                Some(Activation::Clip { min, max }) => (_mm256_set1_ps(min), _mm256_set1_ps(max)),
+                _ => (zero, zero),
+            };
+            for i in 0..MR {
+                let (mut v0, mut v1) = (c[2 * i], c[2 * i + 1]);
                 match ep.bias {
                     Bias::None => {}
                     Bias::Row(b) => {
@@ -475,22 +415,26 @@ mod avx2 {
     }
 
     /// The accumulators as a row-major 6 x 16 array, for partial tiles.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    pub(super) fn spill(c: &[__m256; 12], out: &mut [f32]) {
+    ///
+    /// # Safety
+    /// AVX is available.
+    #[inline(always)]
+    pub(super) unsafe fn spill(c: &[__m256; 12], out: &mut [f32]) {
         assert!(out.len() >= MR * NR);
         for (i, v) in c.iter().enumerate() {
-            // SAFETY: out holds 96 floats (asserted) and i * 8 + 8 <= 96.
+            // SAFETY: AVX is available; out holds 96 floats (asserted), i * 8 + 8 <= 96.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i * 8), *v) };
         }
     }
 
     /// Accumulators spilled by [`spill`].
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    pub(super) fn reload(from: &[f32]) -> [__m256; 12] {
+    ///
+    /// # Safety
+    /// AVX is available.
+    #[inline(always)]
+    pub(super) unsafe fn reload(from: &[f32]) -> [__m256; 12] {
         assert!(from.len() >= MR * NR);
-        // SAFETY: from holds 96 floats (asserted) and i * 8 + 8 <= 96.
+        // SAFETY: AVX is available; from holds 96 floats (asserted), i * 8 + 8 <= 96.
         std::array::from_fn(|i| unsafe { _mm256_loadu_ps(from.as_ptr().add(i * 8)) })
     }
 }
@@ -531,13 +475,17 @@ pub fn gemm_fill_b(
     );
 }
 
-/// B read in place from an image laid out in rows, as a stride-1 convolution sees its
-/// (padded) input: B[p][(y, x)] = `data[y * row_stride + x + offsets[p]]` for `rows` rows
-/// of `width` columns, C's column (y, x) being `y * width + x`. Each image row is cut into
-/// column panels of its own, so a panel's B rows are contiguous runs of `data` and nothing
-/// is copied (an implicit im2col). The last panel of a row is partial when `nr` does not
-/// divide `width`; its reads past the row land in the next one and are never stored, and a
-/// panel whose reads would pass the end of `data` is copied into a zero-padded panel first.
+/// B gathered from an image laid out in rows, as a stride-1 convolution sees its (padded)
+/// input: B[p][(y, x)] = `data[y * row_stride + x + offsets[p]]` for `rows` rows of `width`
+/// columns, C's column (y, x) being `y * width + x`. Each image row is cut into column
+/// panels of its own, so every row of a panel is one contiguous run of `data`: a panel is
+/// `k` fixed-size copies right before use (im2col without its index arithmetic). The last
+/// panel of a row is partial when `nr` does not divide `width`; its values past the row come
+/// from the next one and are never stored, and past the end of `data` they are zero.
+///
+/// Reading the rows in place instead (no copy) was measured slower on the CRNN's conv2:
+/// probably because an unaligned row of 16 floats straddles two cache lines about half the
+/// time, so the panel's footprint grows by half, while a copied panel is dense and hot in L1.
 pub struct ImplicitB<'a> {
     data: &'a [f32],
     offsets: &'a [usize],
@@ -565,12 +513,27 @@ impl<'a> ImplicitB<'a> {
         }
     }
 
-    /// Copies the panel at `base` into `panel` ([k][nr], zeroed) as far as `data` reaches.
+    /// Copies the panel at `base` into `panel` ([k][nr]), every value: zero past `data`.
     fn copy_panel(&self, base: usize, nr: usize, panel: &mut [f32]) {
+        fn whole<const N: usize>(data: &[f32], base: usize, offsets: &[usize], panel: &mut [f32]) {
+            for (dst, &off) in panel.chunks_exact_mut(N).zip(offsets) {
+                let dst: &mut [f32; N] = dst.try_into().expect("panel row");
+                *dst = data[base + off..base + off + N].try_into().expect("row");
+            }
+        }
+        if base + self.max_offset + nr <= self.data.len() {
+            // Fixed-size rows: a memcpy call per 64-byte row would cost more than the copy.
+            match nr {
+                16 => return whole::<16>(self.data, base, self.offsets, panel),
+                32 => return whole::<32>(self.data, base, self.offsets, panel),
+                _ => {}
+            }
+        }
         for (dst, &off) in panel.chunks_exact_mut(nr).zip(self.offsets) {
             let src = self.data.get(base + off..).unwrap_or(&[]);
             let n = nr.min(src.len());
             dst[..n].copy_from_slice(&src[..n]);
+            dst[n..].fill(0.0);
         }
     }
 }
@@ -673,36 +636,22 @@ fn gemm_panels(
     let task = |t: usize, scratch: &mut Scratch| {
         let (tj, chunk) = (t / row_chunks, t % row_chunks);
         let (y, x0, col0, cols) = columns.panel(tj, nr);
-        let filled: &[f32];
-        let rows = match &src {
-            PanelSource::Packed(b) => {
-                filled = b.panel(tj, scratch);
-                Rows::Contiguous(filled.as_ptr())
-            }
+        let b_panel: &[f32] = match &src {
+            PanelSource::Packed(b) => b.panel(tj, scratch),
             PanelSource::Fill(fill) => {
                 let panel = scratch.reset_zeroed(k * nr);
                 fill(tj, panel);
-                filled = panel;
-                Rows::Contiguous(filled.as_ptr())
+                panel
             }
             PanelSource::Implicit(b) => {
-                let base = y * b.row_stride + x0;
-                if base + b.max_offset + nr <= b.data.len() {
-                    Rows::Gathered(Gathered {
-                        base: b.data[base..].as_ptr(),
-                        offsets: b.offsets.as_ptr(),
-                    })
-                } else {
-                    let panel = scratch.reset_zeroed(k * nr);
-                    b.copy_panel(base, nr, panel);
-                    filled = panel;
-                    Rows::Contiguous(filled.as_ptr())
-                }
+                let panel = scratch.reset_for_overwrite(k * nr);
+                b.copy_panel(y * b.row_stride + x0, nr, panel);
+                panel
             }
         };
         let job = ColumnTiles {
             a,
-            rows,
+            b_panel,
             col0,
             cols,
             tiles: chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(mp),
@@ -731,19 +680,13 @@ fn gemm_panels(
     }
 }
 
-/// Where a column panel's B rows are: a packed [k][nr] panel, or in place in an image.
-#[derive(Clone, Copy)]
-enum Rows {
-    Contiguous(*const f32),
-    Gathered(Gathered),
-}
-
 /// Tiles `tiles` of one column panel: micro-kernel, then bias, activation and residual on
 /// the way to C. Compiled once per ISA so the epilogue is vectorized as wide as the
 /// micro-kernel.
 struct ColumnTiles<'a> {
     a: &'a PackedA,
-    rows: Rows,
+    /// B's column panel, [k][nr].
+    b_panel: &'a [f32],
     /// First column of C and number of columns this panel covers.
     col0: usize,
     cols: usize,
@@ -757,121 +700,138 @@ impl ColumnTiles<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     fn run_avx512(&self) {
-        match self.rows {
-            Rows::Contiguous(p) => self.run_generic(32, Contiguous::<32>(p), |k, a, b, out| {
-                tile_avx512(k, a, b, out)
-            }),
-            Rows::Gathered(g) => self.run_generic(32, g, |k, a, b, out| tile_avx512(k, a, b, out)),
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    fn run_avx2(&self) {
-        match self.rows {
-            Rows::Contiguous(p) => self.run_avx2_rows(Contiguous::<16>(p)),
-            Rows::Gathered(g) => self.run_avx2_rows(g),
-        }
+        self.run_generic(32, |k, a, b, out| tile_avx512(k, a, b, out))
     }
 
     fn run_portable(&self) {
         const FMA: bool = cfg!(target_arch = "aarch64");
-        match self.rows {
-            Rows::Contiguous(p) => self.run_generic(16, Contiguous::<16>(p), |k, a, b, out| {
-                tile_generic::<6, 16, FMA>(k, a, b, out)
-            }),
-            Rows::Gathered(g) => self.run_generic(16, g, |k, a, b, out| {
-                tile_generic::<6, 16, FMA>(k, a, b, out)
-            }),
-        }
+        self.run_generic(16, tile_generic::<6, 16, FMA>)
     }
 
     /// Tiles through a micro-kernel that writes a row-major mr x nr accumulator array, then
     /// the scalar epilogue ([`store_row`]).
     #[inline(always)]
-    fn run_generic<R: PanelRows>(
-        &self,
-        nr: usize,
-        rows: R,
-        micro: impl Fn(usize, &[f32], R, &mut [f32]),
-    ) {
+    fn run_generic(&self, nr: usize, micro: impl Fn(usize, &[f32], &[f32], &mut [f32])) {
         let (a, m, k, mr) = (self.a, self.a.m, self.a.k, self.a.mr);
         let mut acc = [0.0f32; MAX_TILE];
         let mut a_scratch = Scratch::new();
         for ti in self.tiles.clone() {
-            micro(k, a.panel(ti, &mut a_scratch), rows, &mut acc[..mr * nr]);
+            self.prefetch_c(ti);
+            micro(
+                k,
+                a.panel(ti, &mut a_scratch),
+                self.b_panel,
+                &mut acc[..mr * nr],
+            );
             self.store_rows(ti * mr, mr.min(m - ti * mr), nr, &acc);
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn run_avx2_rows(&self, rows: impl PanelRows) {
+    fn run_avx2(&self) {
         let (a, k) = (self.a, self.a.k);
-        let mr = avx2::MR;
+        let (mr, nr) = (avx2::MR, avx2::NR);
+        assert!(self.b_panel.len() >= k * nr, "gemm: B panel too short");
+        let b = self.b_panel.as_ptr();
         let mut a_scratch = Scratch::new();
-        let kc = self.depth_chunk(matches!(self.rows, Rows::Gathered(_)));
+        let kc = self.depth_chunk();
         if kc >= k {
             for ti in self.tiles.clone() {
+                self.prefetch_c(ti);
                 let panel = a.panel(ti, &mut a_scratch);
-                debug_assert!(panel.len() >= k * mr);
-                // SAFETY: the A panel holds k * mr values and every B row holds nr
-                // (PanelRows).
-                let c = unsafe { avx2::tile(k, panel.as_ptr(), rows) };
-                self.finish_avx2(ti, &c);
+                assert!(panel.len() >= k * mr);
+                // SAFETY: avx2 and fma are enabled here; the A panel holds k * mr values and
+                // the B panel k * nr (asserted).
+                unsafe {
+                    let c = avx2::tile_from(k, panel.as_ptr(), b, avx2::zeros());
+                    self.finish_avx2(ti, &c);
+                }
             }
             return;
         }
-        // Slices of k across all tiles, so that one slice of the B panel and of every A panel
-        // stays in L1 while the tiles go by; partial sums wait in `partial`.
-        let mut partial = Scratch::zeroed(self.tiles.len() * mr * avx2::NR);
-        let tile_len = mr * avx2::NR;
+        // Slices of k across all tiles, so that one slice of the B panel stays in L1 while
+        // the tiles go by; partial sums wait in `partial`.
+        let tile_len = mr * nr;
+        let mut partial = Scratch::zeroed(self.tiles.len() * tile_len);
         for k0 in (0..k).step_by(kc) {
             let kk = kc.min(k - k0);
+            let last = k0 + kk == k;
             for (t, ti) in self.tiles.clone().enumerate() {
+                if last {
+                    self.prefetch_c(ti);
+                }
                 let panel = a.panel(ti, &mut a_scratch);
-                debug_assert!(panel.len() >= k * mr);
-                let init = if k0 == 0 {
-                    [avx2::zero(); 12]
-                } else {
-                    avx2::reload(&partial[t * tile_len..][..tile_len])
-                };
-                // SAFETY: k0 + kk <= k rows of the A panel (k * mr values) and of B.
-                let c =
-                    unsafe { avx2::tile_from(kk, panel[k0 * mr..].as_ptr(), rows.skip(k0), init) };
-                if k0 + kk == k {
-                    self.finish_avx2(ti, &c);
-                } else {
-                    avx2::spill(&c, &mut partial[t * tile_len..][..tile_len]);
+                assert!(panel.len() >= k * mr);
+                let sums = &mut partial[t * tile_len..][..tile_len];
+                // SAFETY: avx2 and fma are enabled here; k0 + kk <= k rows of the A panel
+                // (k * mr values) and of the B panel (k * nr, asserted).
+                unsafe {
+                    let init = if k0 == 0 {
+                        avx2::zeros()
+                    } else {
+                        avx2::reload(sums)
+                    };
+                    let c = avx2::tile_from(kk, panel[k0 * mr..].as_ptr(), b.add(k0 * nr), init);
+                    if last {
+                        self.finish_avx2(ti, &c);
+                    } else {
+                        avx2::spill(&c, sums);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks for tile ti's lines of C for writing, a tile's worth of compute before they are
+    /// stored: C rows are whole planes apart, too many streams for the hardware prefetchers,
+    /// and each store would otherwise wait for its line.
+    #[inline(always)]
+    fn prefetch_c(&self, ti: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+            let mr = self.a.mr;
+            let (row0, nrows) = (ti * mr, mr.min(self.a.m - ti * mr));
+            for r in row0..row0 + nrows {
+                let at = r * self.ldc + self.col0;
+                for p in [at, at + self.cols - 1] {
+                    // SAFETY: inside C (gemm_panels checked its size); a prefetch reads
+                    // nothing and never faults.
+                    unsafe { _mm_prefetch::<_MM_HINT_ET0>(self.c.get().add(p).cast::<i8>()) };
                 }
             }
         }
     }
 
     /// How many rows of k to run across all tiles before moving on: all of them when the B
-    /// panel and the tiles' A panels fit in L1 together (a slice of L1 is left for C),
-    /// otherwise a slice that does. f16 weights are widened per panel, so they are not
-    /// sliced.
-    fn depth_chunk(&self, gathered: bool) -> usize {
-        const L1_BUDGET: usize = 24 * 1024;
+    /// panel fits in L1, which it must to be reused by every tile; otherwise a slice that
+    /// does. The A panels stream from L2 either way, which the prefetchers keep up with
+    /// (slicing k for them too ran the CRNN's conv2 at 64 instead of 90 GFLOP/s). f16
+    /// weights are widened per panel, so they are not sliced.
+    fn depth_chunk(&self) -> usize {
+        const L1_BUDGET: usize = 28 * 1024;
         let k = self.a.k;
         if matches!(self.a.data, Store::F16(_)) {
             return k;
         }
-        // A gathered B row straddles two cache lines about half the time.
-        let b_row = if gathered { 96 } else { 64 };
-        let per_k = b_row + self.tiles.len() * self.a.mr * 4;
-        let kc = (L1_BUDGET / per_k).max(16) / 8 * 8;
-        if kc >= k { k } else { kc }
+        let b_row = self.b_panel.len() / k.max(1) * 4;
+        if k * b_row <= L1_BUDGET {
+            return k;
+        }
+        // Equal slices, each within the budget.
+        let slices = (k * b_row).div_ceil(L1_BUDGET);
+        k.div_ceil(slices).div_ceil(8) * 8
     }
 
     /// A finished tile on its way to C: the register epilogue for whole tiles, the scalar one
     /// for partial tiles and sigmoid.
+    ///
+    /// # Safety
+    /// AVX2 is available.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn finish_avx2(&self, ti: usize, c: &[std::arch::x86_64::__m256; 12]) {
+    #[inline(always)]
+    unsafe fn finish_avx2(&self, ti: usize, c: &[std::arch::x86_64::__m256; 12]) {
         let (mr, nr) = (avx2::MR, avx2::NR);
         let (row0, nrows) = (ti * mr, mr.min(self.a.m - ti * mr));
         if avx2::in_registers(&self.ep) && nrows == mr && self.cols == nr {
@@ -891,7 +851,8 @@ impl ColumnTiles<'_> {
             }
         } else {
             let mut spilled = [0.0f32; avx2::MR * avx2::NR];
-            avx2::spill(c, &mut spilled);
+            // SAFETY: AVX is available (the caller's contract).
+            unsafe { avx2::spill(c, &mut spilled) };
             self.store_rows(row0, nrows, nr, &spilled);
         }
     }
