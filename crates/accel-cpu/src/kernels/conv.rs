@@ -228,11 +228,12 @@ impl ConvKernel {
             activation: self.attrs.activation,
             residual: residual.map(|r| &r[gi * ocg * pixels..(gi + 1) * ocg * pixels]),
         };
-        // Stride 1 gathers each B panel straight from the input (a 1x1 conv) or from a
-        // zero-bordered copy of it (k x k), one panel per output row segment: each panel row
-        // is one contiguous run. Rows much narrower than a panel would waste most of each
-        // tile, so they keep the general im2col.
-        if plain || (rw.strides == [1, 1] && ow * 4 >= nr * 3) {
+        // Each B panel is gathered straight from the input (a plain 1x1 conv) or from a
+        // zero-bordered copy of it whose rows are split into `stride` column phases, one
+        // panel per output row segment: every panel row is then one contiguous run. Rows
+        // much narrower than a panel would waste most of each tile, so they keep the
+        // general im2col.
+        if plain || ow * 4 >= nr * 3 {
             let mut padded = Scratch::new();
             let (data, plane, offsets) = if plain {
                 let offsets: Arc<[usize]> = (0..icg).map(|c| c * pixels).collect();
@@ -240,13 +241,15 @@ impl ConvKernel {
                 (x, [1, pixels], offsets)
             } else {
                 let plane = padded_plane(rw);
-                let data = pad_input(x, g * icg, in_hw, rw, plane, nr, &mut padded);
+                let data = pad_input(x, g * icg, in_hw, rw, plane, &mut padded);
                 (data, plane, self.tap_offsets(icg, plane, rw))
             };
+            // Output row oy starts at padded row oy * stride_y, each padded row being
+            // stride_x phase rows of plane[1] values.
             let (rows, width, row_stride) = if plain {
                 (1, pixels, 0)
             } else {
-                (oh, ow, plane[1])
+                (oh, ow, rw.strides[0] * rw.strides[1] * plane[1])
             };
             for gi in 0..g {
                 let xg = &data[gi * icg * plane[0] * plane[1]..];
@@ -273,10 +276,16 @@ impl ConvKernel {
         }
         let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
         let (dh, dw) = (rw.dilations[0], rw.dilations[1]);
+        let sw = rw.strides[1];
+        // Tap (ky, kx) of output column ox reads padded column ox * sw + kx * dw: phase
+        // (kx * dw) % sw of the padded row ky * dh, column ox + (kx * dw) / sw.
         let offsets: Arc<[usize]> = (0..channels)
             .flat_map(|c| {
                 (0..kh).flat_map(move |ky| {
-                    (0..kw).map(move |kx| c * plane[0] * plane[1] + ky * dh * plane[1] + kx * dw)
+                    (0..kw).map(move |kx| {
+                        let row = ky * dh * sw + (kx * dw) % sw;
+                        c * plane[0] * plane[1] + row * plane[1] + (kx * dw) / sw
+                    })
                 })
             })
             .collect();
@@ -288,39 +297,65 @@ impl ConvKernel {
     }
 }
 
-/// [height, width] of a stride-1 convolution's input with its padding: every window of the
-/// output lies inside it.
+/// [phase rows, phase width] of a convolution's zero-bordered input: every padded row the
+/// windows reach, each split into `stride_x` phase rows (padded column x goes to phase
+/// x % stride_x at x / stride_x), so that a tap's reads along an output row are contiguous.
 fn padded_plane(rw: &ResolvedWindow) -> [usize; 2] {
-    let span = |i: usize| rw.output[i] + (rw.kernel[i] - 1) * rw.dilations[i];
-    [span(0), span(1)]
+    let span =
+        |i: usize| (rw.output[i] - 1) * rw.strides[i] + (rw.kernel[i] - 1) * rw.dilations[i] + 1;
+    let sw = rw.strides[1];
+    [span(0) * sw, span(1).div_ceil(sw)]
 }
 
-/// The input's channels in zero-bordered planes of `plane`, the data starting at the leading
-/// pads, with `slack` zeros after the last plane for a partial panel's reads. With no
-/// padding the input is used as it is.
+/// The input's channels in zero-bordered, phase-split planes of `plane` (see
+/// [`padded_plane`]), the data starting at the leading pads. An unpadded stride-1 input is
+/// used as it is.
 fn pad_input<'a>(
     x: &'a [f32],
     channels: usize,
     [ih, iw]: [usize; 2],
     rw: &ResolvedWindow,
     plane: [usize; 2],
-    slack: usize,
     buf: &'a mut Scratch,
 ) -> &'a [f32] {
-    if plane == [ih, iw] {
+    let sw = rw.strides[1];
+    if sw == 1 && plane == [ih, iw] {
         return x;
     }
     let (pt, pl) = (rw.pads_begin[0], rw.pads_begin[1]);
-    // Rows past the plane (a pad_end shorter than the window needs) are never read.
-    let (rows, cols) = (ih.min(plane[0] - pt), iw.min(plane[1] - pl));
-    let data = buf.reset_zeroed(channels * plane[0] * plane[1] + slack);
+    let (rows, width) = (plane[0] / sw, plane[1] * sw);
+    // Input rows and columns past the padded span (a pad_end shorter than the windows
+    // need) are never read.
+    let (used_rows, cols) = (
+        ih.min(rows.saturating_sub(pt)),
+        iw.min(width.saturating_sub(pl)),
+    );
+    let data = buf.reset_zeroed(channels * plane[0] * plane[1]);
     for c in 0..channels {
-        for y in 0..rows {
+        for y in 0..used_rows {
             let src = &x[(c * ih + y) * iw..][..cols];
-            data[(c * plane[0] + pt + y) * plane[1] + pl..][..cols].copy_from_slice(src);
+            let row0 = (c * rows + pt + y) * sw;
+            if sw == 1 {
+                data[row0 * plane[1] + pl..][..cols].copy_from_slice(src);
+                continue;
+            }
+            split_phases(src, pl, sw, plane[1], &mut data[row0 * plane[1]..]);
         }
     }
     data
+}
+
+/// Writes `src`, a row placed at padded column `left`, into `stride` phase rows of `width`
+/// values at `dst`: padded column x goes to phase x % stride, position x / stride. One
+/// strided pass per phase, so there is no division per value.
+fn split_phases(src: &[f32], left: usize, stride: usize, width: usize, dst: &mut [f32]) {
+    for start in 0..stride.min(src.len()) {
+        let x = left + start;
+        let phase = &mut dst[(x % stride) * width + x / stride..];
+        for (d, &v) in phase.iter_mut().zip(src[start..].iter().step_by(stride)) {
+            *d = v;
+        }
+    }
 }
 
 /// Fills column panel `pj` (`nr` wide) of the im2col matrix in packed-B layout: row p =
@@ -525,13 +560,29 @@ impl DepthwiseChannel<'_> {
                 [oh, ow],
                 sh,
             );
-            if sh == 1 {
-                depthwise_3x3::<1>(&padded, wc, bias[c], [oh, ow], o);
-            } else {
-                depthwise_3x3::<2>(&padded, wc, bias[c], [oh, ow], o);
-            }
-            if let Some(a) = act {
-                super::activation::apply_slice(a, o);
+            use super::activation::{clip, relu, sigmoid_fast};
+            let b = bias[c];
+            match (sh, act) {
+                (1, None) => depthwise_3x3::<1>(&padded, wc, b, [oh, ow], o, |v| v),
+                (1, Some(Activation::Relu)) => {
+                    depthwise_3x3::<1>(&padded, wc, b, [oh, ow], o, relu)
+                }
+                (1, Some(Activation::Clip { min, max })) => {
+                    depthwise_3x3::<1>(&padded, wc, b, [oh, ow], o, |v| clip(v, min, max))
+                }
+                (1, Some(Activation::Sigmoid)) => {
+                    depthwise_3x3::<1>(&padded, wc, b, [oh, ow], o, sigmoid_fast)
+                }
+                (_, None) => depthwise_3x3::<2>(&padded, wc, b, [oh, ow], o, |v| v),
+                (_, Some(Activation::Relu)) => {
+                    depthwise_3x3::<2>(&padded, wc, b, [oh, ow], o, relu)
+                }
+                (_, Some(Activation::Clip { min, max })) => {
+                    depthwise_3x3::<2>(&padded, wc, b, [oh, ow], o, |v| clip(v, min, max))
+                }
+                (_, Some(Activation::Sigmoid)) => {
+                    depthwise_3x3::<2>(&padded, wc, b, [oh, ow], o, sigmoid_fast)
+                }
             }
             return;
         }
@@ -584,7 +635,9 @@ impl DepthwiseChannel<'_> {
 
 /// One channel copied into a zero-bordered buffer big enough that every output pixel, and
 /// every lane of the last 16-wide block of a row, reads inside it: the kernel then needs no
-/// bounds checks and no scalar border path.
+/// bounds checks and no scalar border path. (Splitting stride-2 rows into even and odd
+/// phases, so each tap reads contiguous values, measured slower: the strided reads compile
+/// to shuffles that cost less than the extra pass.)
 struct Padded3x3<'a> {
     data: &'a [f32],
     width: usize,
@@ -609,7 +662,8 @@ impl<'a> Padded3x3<'a> {
     }
 }
 
-/// A 3x3 depthwise filter at stride S over a padded channel, 16 outputs per register block.
+/// A 3x3 depthwise filter at stride S over a padded channel, 16 outputs per register block,
+/// `act` applied on the way out.
 #[inline(always)]
 fn depthwise_3x3<const S: usize>(
     p: &Padded3x3,
@@ -617,8 +671,9 @@ fn depthwise_3x3<const S: usize>(
     bias: f32,
     [oh, ow]: [usize; 2],
     out: &mut [f32],
+    act: impl Fn(f32) -> f32,
 ) {
-    for oy in 0..oh {
+    for (oy, orow) in out.chunks_exact_mut(ow).take(oh).enumerate() {
         let rows: [&[f32]; 3] =
             std::array::from_fn(|ky| &p.data[(oy * S + ky) * p.width..][..p.width]);
         for x0 in (0..ow).step_by(16) {
@@ -632,10 +687,15 @@ fn depthwise_3x3<const S: usize>(
                     }
                 }
             }
+            // A whole-array map first: slicing `acc` itself would keep it out of registers.
+            let lane: [f32; 16] = acc.map(&act);
             let n = 16.min(ow - x0);
-            // A whole-array copy first: slicing `acc` itself would keep it out of registers.
-            let lane: [f32; 16] = acc;
-            out[oy * ow + x0..][..n].copy_from_slice(&lane[..n]);
+            if n == 16 {
+                let dst: &mut [f32; 16] = (&mut orow[x0..x0 + 16]).try_into().expect("16 outputs");
+                *dst = lane;
+            } else {
+                orow[x0..x0 + n].copy_from_slice(&lane[..n]);
+            }
         }
     }
 }
