@@ -1044,12 +1044,14 @@ fn step_time(t0: std::time::Instant, step: &Step) -> (f64, &str, &str) {
     )
 }
 
-/// `ACCEL_CPU_PROFILE=1`: per-node times of each run, slowest first, on stderr.
+/// `ACCEL_CPU_PROFILE=1`: per-node times of each run, slowest first, on stderr (the 15
+/// slowest; `ACCEL_CPU_PROFILE=all` lists every step).
 fn print_profile(times: &mut [(f64, &str, &str)]) {
     let total: f64 = times.iter().map(|t| t.0).sum();
     times.sort_by(|a, b| b.0.total_cmp(&a.0));
     eprintln!("accel-cpu profile: {total:.3} ms in {} steps", times.len());
-    for (ms, op, name) in times.iter().take(15) {
+    let all = std::env::var("ACCEL_CPU_PROFILE").is_ok_and(|v| v == "all");
+    for (ms, op, name) in times.iter().take(if all { usize::MAX } else { 15 }) {
         eprintln!(
             "  {ms:8.3} ms  {:5.1}%  {op:<16} {name}",
             100.0 * ms / total.max(1e-9)
