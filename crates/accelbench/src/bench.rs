@@ -24,6 +24,11 @@ pub struct Args {
     warmup: usize,
     #[arg(long, default_value_t = 50)]
     iters: usize,
+    /// Timed runs are split into this many rounds, the backends taking turns round by round,
+    /// so that a shared machine's slow spells fall on every backend alike. Default: 10 when
+    /// several backends are measured, else 1.
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Backend whose outputs define max_abs_diff (always run in f32).
     #[arg(long, default_value = "cpu")]
     reference: String,
@@ -57,7 +62,10 @@ pub struct BenchResult {
     scratch_mb: Option<f64>,
     energy_mj: Option<f64>,
     max_abs_diff: Option<f64>,
+    /// p50 over the reference backend's p50, when the reference was measured too.
+    ratio_to_reference: Option<f64>,
     iters: usize,
+    rounds: usize,
 }
 
 #[derive(Serialize)]
@@ -125,13 +133,23 @@ fn max_abs_diff(a: &[Tensor], b: &[Tensor]) -> Option<f64> {
     Some(m)
 }
 
-fn bench_backend(
+/// A backend compiled, checked against the reference and warmed up, waiting for its rounds.
+struct Prepared {
+    result: BenchResult,
+    session: Session,
+    samples_ms: Vec<f64>,
+    energy_uj: Option<u64>,
+}
+
+/// Compiles `id`, runs it once against the reference and warms it up; Err is the row for a
+/// backend that cannot run.
+fn prepare(
     a: &Args,
     graph: &Graph,
     id: &str,
     inputs: &[Tensor],
     reference: Option<&[Tensor]>,
-) -> BenchResult {
+) -> std::result::Result<Prepared, BenchResult> {
     let mut r = BenchResult {
         backend: id.to_string(),
         batch: a.batch,
@@ -150,13 +168,13 @@ fn bench_backend(
     };
     let backend = match accel::available_backend(id) {
         Ok(b) => b,
-        Err(e) => return fail(r, "unavailable", e),
+        Err(e) => return Err(fail(r, "unavailable", e)),
     };
     let precision = if a.precision == "f16" {
         if id != "cpu" {
             r.status = "unsupported".into();
             r.reason = Some("f16 weights are implemented by the cpu backend only".into());
-            return r;
+            return Err(r);
         }
         Precision::F16
     } else {
@@ -172,43 +190,134 @@ fn bench_backend(
     });
     let session = match builder.compile(graph.clone()) {
         Ok(s) => s,
-        Err(e) => return fail(r, "error", e),
+        Err(e) => return Err(fail(r, "error", e)),
     };
     r.init_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
     let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
     let first = match session.run(&views) {
         Ok(o) => o,
-        Err(e) => return fail(r, "error", e),
+        Err(e) => return Err(fail(r, "error", e)),
     };
     r.max_abs_diff = reference.map_or(Some(0.0), |re| max_abs_diff(&first, re));
-    let e0 = system::energy_uj();
-    let timed = measure(a.warmup, a.iters, None, || session.run(&views).map(|_| ()));
-    let e1 = system::energy_uj();
-    let (stats, _) = match timed {
-        Ok(s) => s,
-        Err(e) => return fail(r, "error", e),
+    if let Err(e) = measure(a.warmup, 0, None, || session.run(&views).map(|_| ())) {
+        return Err(fail(r, "error", e));
+    }
+    // Peak memory of compiling, planning and running once; later runs reuse it.
+    r.peak_mem_mb = match (system::peak_rss_mb(), rss0) {
+        (Some(p), Some(s)) => Some((p - s).max(0.0)),
+        _ => None,
     };
+    Ok(Prepared {
+        result: r,
+        session,
+        samples_ms: Vec::with_capacity(a.iters),
+        energy_uj: Some(0),
+    })
+}
+
+/// One round's share of timed runs for `p`, its energy added to the backend's count.
+fn time_round(p: &mut Prepared, inputs: &[Tensor], runs: usize) -> Result<()> {
+    let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
+    let e0 = system::energy_uj();
+    let (stats, _) = measure(0, runs, None, || p.session.run(&views).map(|_| ()))?;
+    let e1 = system::energy_uj();
+    p.energy_uj = match (p.energy_uj, e0, e1) {
+        (Some(sum), Some(x), Some(y)) if y >= x => Some(sum + (y - x)),
+        _ => None,
+    };
+    p.samples_ms.extend(stats.samples_ms);
+    Ok(())
+}
+
+/// The finished row of a measured backend.
+fn finish(a: &Args, p: Prepared, rounds: usize) -> BenchResult {
+    let mut r = p.result;
+    let stats = accel_planner::measure::LatencyStats::from_samples(p.samples_ms);
     r.iters = stats.samples_ms.len();
+    r.rounds = rounds;
     r.status = "ok".into();
     r.p50_ms = Some(stats.p50_ms);
     r.p90_ms = Some(stats.p90_ms);
     r.p99_ms = Some(stats.p99_ms);
     r.throughput_ips = Some(a.batch as f64 * 1e3 / stats.p50_ms);
-    r.peak_mem_mb = match (system::peak_rss_mb(), rss0) {
-        (Some(p), Some(s)) => Some((p - s).max(0.0)),
-        _ => None,
-    };
-    let mem = session.memory();
+    let mem = p.session.memory();
     let mb = |b: Option<usize>| b.map(|b| b as f64 / (1024.0 * 1024.0));
     (r.weights_mb, r.arena_mb, r.scratch_mb) = (mb(mem.weights), mb(mem.arena), mb(mem.scratch));
-    // Energy counted over warm-up and timed runs together, per image.
-    r.energy_mj = match (e0, e1) {
-        (Some(x), Some(y)) if y >= x => {
-            Some((y - x) as f64 / 1e3 / ((a.warmup + r.iters) * a.batch) as f64)
-        }
-        _ => None,
-    };
+    // Energy of the timed runs only, per image.
+    r.energy_mj = p
+        .energy_uj
+        .filter(|_| r.iters > 0)
+        .map(|uj| uj as f64 / 1e3 / (r.iters * a.batch) as f64);
     r
+}
+
+/// Every backend of one model: prepared one after another, then timed in turns.
+fn bench_model(
+    a: &Args,
+    graph: &Graph,
+    inputs: &[Tensor],
+    reference: Option<&[Tensor]>,
+) -> Vec<BenchResult> {
+    let mut slots: Vec<std::result::Result<Prepared, BenchResult>> = a
+        .backends
+        .iter()
+        .map(|id| prepare(a, graph, id, inputs, reference))
+        .collect();
+    let measured = slots.iter().filter(|s| s.is_ok()).count();
+    let iters = a.iters.max(1);
+    let rounds = a
+        .rounds
+        .unwrap_or(if measured > 1 { 10 } else { 1 })
+        .clamp(1, iters);
+    for round in 0..rounds {
+        // Runs of this round: the timed runs spread evenly over the rounds.
+        let runs = iters * (round + 1) / rounds - iters * round / rounds;
+        for slot in slots.iter_mut() {
+            let Ok(p) = slot else { continue };
+            if measured > 1 {
+                // Another runtime's pool may still spin after its turn (ONNX Runtime's does
+                // by default); let it fall asleep, then warm this backend up again.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
+                if let Err(e) = p.session.run(&views) {
+                    *slot = Err(failed(p, e));
+                    continue;
+                }
+            }
+            if let Err(e) = time_round(p, inputs, runs) {
+                *slot = Err(failed(p, e));
+            }
+        }
+    }
+    let mut results: Vec<BenchResult> = slots
+        .into_iter()
+        .map(|s| match s {
+            Ok(p) => finish(a, p, rounds),
+            Err(r) => r,
+        })
+        .collect();
+    let ref_p50 = results
+        .iter()
+        .find(|r| r.backend == a.reference && r.status == "ok")
+        .and_then(|r| r.p50_ms);
+    for r in &mut results {
+        r.ratio_to_reference = r.p50_ms.zip(ref_p50).map(|(p, q)| p / q);
+    }
+    results
+}
+
+/// The row of a backend whose timed runs failed.
+fn failed(p: &Prepared, e: Error) -> BenchResult {
+    BenchResult {
+        status: "error".into(),
+        reason: Some(e.to_string()),
+        backend: p.result.backend.clone(),
+        device: p.result.device.clone(),
+        batch: p.result.batch,
+        threads: p.result.threads,
+        precision: p.result.precision.clone(),
+        ..Default::default()
+    }
 }
 
 pub fn run(mut a: Args) -> Result<()> {
@@ -232,11 +341,7 @@ pub fn run(mut a: Args) -> Result<()> {
             .compile(graph.clone())
             .and_then(|s| s.run(&inputs.iter().map(|t| t.view()).collect::<Vec<_>>()))
             .ok();
-        let results = a
-            .backends
-            .iter()
-            .map(|id| bench_backend(&a, &graph, id, &inputs, reference.as_deref()))
-            .collect();
+        let results = bench_model(&a, &graph, &inputs, reference.as_deref());
         reports.push(ModelReport {
             model: path.display().to_string(),
             results,
@@ -263,7 +368,7 @@ pub fn run(mut a: Args) -> Result<()> {
                     r.status.clone(),
                     r.batch.to_string(),
                 ];
-                row.extend(std::iter::repeat_n("-".to_string(), 9));
+                row.extend(std::iter::repeat_n("-".to_string(), 10));
                 rows.push(row);
                 continue;
             }
@@ -274,6 +379,7 @@ pub fn run(mut a: Args) -> Result<()> {
                 r.batch.to_string(),
                 opt(r.init_ms, table::ms),
                 opt(r.p50_ms, table::ms),
+                opt(r.ratio_to_reference, |v| format!("{v:.2}x")),
                 opt(r.p90_ms, table::ms),
                 opt(r.p99_ms, table::ms),
                 opt(r.throughput_ips, |v| format!("{v:.1}")),
@@ -291,6 +397,7 @@ pub fn run(mut a: Args) -> Result<()> {
         "batch",
         "init ms",
         "p50 ms",
+        "vs ref",
         "p90 ms",
         "p99 ms",
         "img/s",
@@ -300,6 +407,21 @@ pub fn run(mut a: Args) -> Result<()> {
         "max|diff|",
     ];
     println!("{}", table::render(&headers, &rows));
+    let rounds = reports
+        .iter()
+        .flat_map(|rep| &rep.results)
+        .find(|r| r.status == "ok")
+        .map_or(1, |r| r.rounds);
+    if reports
+        .iter()
+        .flat_map(|rep| &rep.results)
+        .any(|r| r.ratio_to_reference.is_some())
+    {
+        println!(
+            "vs ref: p50 over {}'s p50; timed runs in {rounds} round(s), backends taking turns",
+            a.reference
+        );
+    }
     let mut explained = Vec::new();
     for r in reports
         .iter()

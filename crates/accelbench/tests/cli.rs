@@ -177,8 +177,62 @@ fn bench_json_has_the_contract_fields() {
     assert_eq!(cpu["batch"], 2);
     assert!(cpu["p50_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(cpu["max_abs_diff"].as_f64(), Some(0.0));
+    // The reference (cpu, by default) against itself; one measured backend, one round.
+    assert_eq!(cpu["ratio_to_reference"].as_f64(), Some(1.0));
+    assert_eq!(
+        (cpu["iters"].as_u64(), cpu["rounds"].as_u64()),
+        (Some(3), Some(1))
+    );
     assert_eq!(results[1]["status"], "unavailable");
     assert!(!results[1]["reason"].as_str().unwrap().is_empty());
+}
+
+/// Several measured backends take turns: the timed runs are split into rounds, every
+/// backend gets all its runs, and each row says how it compares with the reference.
+#[test]
+fn bench_interleaves_backends_in_rounds() {
+    let model = model_path("crnn.onnx");
+    if !require(
+        model.exists(),
+        "accelbench bench rounds",
+        "models/crnn.onnx is missing",
+    ) {
+        return;
+    }
+    let out = accelbench(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--backend",
+        "cpu",
+        "--threads",
+        "1",
+        "--warmup",
+        "1",
+        "--iters",
+        "7",
+        "--rounds",
+        "3",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    for r in results {
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(
+            (r["iters"].as_u64(), r["rounds"].as_u64()),
+            (Some(7), Some(3))
+        );
+        assert!(r["ratio_to_reference"].as_f64().unwrap() > 0.0, "{r}");
+    }
 }
 
 /// A small PNG written with the image crate.
