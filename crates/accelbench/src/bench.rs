@@ -141,15 +141,21 @@ struct Prepared {
     energy_uj: Option<u64>,
 }
 
-/// Compiles `id`, runs it once against the reference and warms it up; Err is the row for a
-/// backend that cannot run.
+/// A backend of the comparison: ready for its timed rounds, or already its final row (one
+/// that cannot run, or whose runs failed).
+enum Slot {
+    Ready(Prepared),
+    Done(BenchResult),
+}
+
+/// Compiles `id`, runs it once against the reference and warms it up.
 fn prepare(
     a: &Args,
     graph: &Graph,
     id: &str,
     inputs: &[Tensor],
     reference: Option<&[Tensor]>,
-) -> std::result::Result<Prepared, BenchResult> {
+) -> Slot {
     let mut r = BenchResult {
         backend: id.to_string(),
         batch: a.batch,
@@ -168,13 +174,13 @@ fn prepare(
     };
     let backend = match accel::available_backend(id) {
         Ok(b) => b,
-        Err(e) => return Err(fail(r, "unavailable", e)),
+        Err(e) => return Slot::Done(fail(r, "unavailable", e)),
     };
     let precision = if a.precision == "f16" {
         if id != "cpu" {
             r.status = "unsupported".into();
             r.reason = Some("f16 weights are implemented by the cpu backend only".into());
-            return Err(r);
+            return Slot::Done(r);
         }
         Precision::F16
     } else {
@@ -190,24 +196,24 @@ fn prepare(
     });
     let session = match builder.compile(graph.clone()) {
         Ok(s) => s,
-        Err(e) => return Err(fail(r, "error", e)),
+        Err(e) => return Slot::Done(fail(r, "error", e)),
     };
     r.init_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
     let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
     let first = match session.run(&views) {
         Ok(o) => o,
-        Err(e) => return Err(fail(r, "error", e)),
+        Err(e) => return Slot::Done(fail(r, "error", e)),
     };
     r.max_abs_diff = reference.map_or(Some(0.0), |re| max_abs_diff(&first, re));
     if let Err(e) = measure(a.warmup, 0, None, || session.run(&views).map(|_| ())) {
-        return Err(fail(r, "error", e));
+        return Slot::Done(fail(r, "error", e));
     }
     // Peak memory of compiling, planning and running once; later runs reuse it.
     r.peak_mem_mb = match (system::peak_rss_mb(), rss0) {
         (Some(p), Some(s)) => Some((p - s).max(0.0)),
         _ => None,
     };
-    Ok(Prepared {
+    Slot::Ready(Prepared {
         result: r,
         session,
         samples_ms: Vec::with_capacity(a.iters),
@@ -258,12 +264,12 @@ fn bench_model(
     inputs: &[Tensor],
     reference: Option<&[Tensor]>,
 ) -> Vec<BenchResult> {
-    let mut slots: Vec<std::result::Result<Prepared, BenchResult>> = a
+    let mut slots: Vec<Slot> = a
         .backends
         .iter()
         .map(|id| prepare(a, graph, id, inputs, reference))
         .collect();
-    let measured = slots.iter().filter(|s| s.is_ok()).count();
+    let measured = slots.iter().filter(|s| matches!(s, Slot::Ready(_))).count();
     let iters = a.iters.max(1);
     let rounds = a
         .rounds
@@ -273,27 +279,27 @@ fn bench_model(
         // Runs of this round: the timed runs spread evenly over the rounds.
         let runs = iters * (round + 1) / rounds - iters * round / rounds;
         for slot in slots.iter_mut() {
-            let Ok(p) = slot else { continue };
+            let Slot::Ready(p) = slot else { continue };
             if measured > 1 {
                 // Another runtime's pool may still spin after its turn (ONNX Runtime's does
                 // by default); let it fall asleep, then warm this backend up again.
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
                 if let Err(e) = p.session.run(&views) {
-                    *slot = Err(failed(p, e));
+                    *slot = Slot::Done(failed(p, e));
                     continue;
                 }
             }
             if let Err(e) = time_round(p, inputs, runs) {
-                *slot = Err(failed(p, e));
+                *slot = Slot::Done(failed(p, e));
             }
         }
     }
     let mut results: Vec<BenchResult> = slots
         .into_iter()
         .map(|s| match s {
-            Ok(p) => finish(a, p, rounds),
-            Err(r) => r,
+            Slot::Ready(p) => finish(a, p, rounds),
+            Slot::Done(r) => r,
         })
         .collect();
     let ref_p50 = results
