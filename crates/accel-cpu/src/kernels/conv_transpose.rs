@@ -205,20 +205,31 @@ impl ConvTransposeKernel {
                 );
                 let og =
                     &mut out[(b * oc + gi * ocg) * oh * ow..(b * oc + (gi + 1) * ocg) * oh * ow];
+                // Output rows in blocks, so a layer with few output channels (the U-Net's
+                // last, with one) still spreads over every thread; each row is finished
+                // (bias, every tap, activation) while it is hot.
+                let threads = rayon::current_num_threads();
+                let rows_per_task = if ocg >= 2 * threads {
+                    oh
+                } else {
+                    oh.div_ceil((2 * threads).div_ceil(ocg.max(1))).max(1)
+                };
+                let bias = &self.bias[gi * ocg..(gi + 1) * ocg];
+                let act = self.attrs.activation;
                 og.par_chunks_mut(oh * ow)
                     .enumerate()
                     .for_each(|(o, plane)| {
-                        plane.fill(self.bias[gi * ocg + o]);
-                        col2im(
-                            &cols[o * kh * kw * pixels..(o + 1) * kh * kw * pixels],
-                            plane,
-                            in_hw,
-                            [oh, ow],
-                            &rw,
-                        );
-                        if let Some(a) = self.attrs.activation {
-                            super::activation::apply_slice(a, plane);
-                        }
+                        let taps = &cols[o * kh * kw * pixels..(o + 1) * kh * kw * pixels];
+                        plane
+                            .par_chunks_mut(rows_per_task * ow)
+                            .enumerate()
+                            .for_each(|(i, block)| {
+                                block.fill(bias[o]);
+                                col2im_rows(taps, block, i * rows_per_task, in_hw, [oh, ow], &rw);
+                                if let Some(a) = act {
+                                    super::activation::apply_slice(a, block);
+                                }
+                            });
                     });
             }
         }
@@ -226,29 +237,33 @@ impl ConvTransposeKernel {
     }
 }
 
-/// Adds cols[(ky, kx), (iy, ix)] into out[iy*sh - pt + ky*dh, ix*sw - pl + kx*dw].
-fn col2im(
+/// Adds cols[(ky, kx), (iy, ix)] into out[iy*sh - pt + ky*dh, ix*sw - pl + kx*dw] for the
+/// output rows y0.. that `out` holds (whole rows of the output's width).
+fn col2im_rows(
     cols: &[f32],
     out: &mut [f32],
+    y0: usize,
     in_hw: [usize; 2],
     out_hw: [usize; 2],
     rw: &accel_core::ops::ResolvedWindow,
 ) {
     let (ih, iw) = (in_hw[0], in_hw[1]);
-    let (oh, ow) = (out_hw[0] as isize, out_hw[1] as isize);
+    let ow = out_hw[1] as isize;
     let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
     let (sh, sw) = (rw.strides[0] as isize, rw.strides[1] as isize);
     let (dh, dw) = (rw.dilations[0] as isize, rw.dilations[1] as isize);
     let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let src = &cols[(ky * kw + kx) * ih * iw..(ky * kw + kx + 1) * ih * iw];
-            for iy in 0..ih {
-                let oy = iy as isize * sh - pt + ky as isize * dh;
-                if oy < 0 || oy >= oh {
-                    continue;
-                }
-                let orow = &mut out[(oy * ow) as usize..((oy + 1) * ow) as usize];
+    for (r, orow) in out.chunks_exact_mut(ow as usize).enumerate() {
+        let oy = (y0 + r) as isize;
+        for ky in 0..kh {
+            // The input row that tap ky brings to this output row, if any.
+            let num = oy + pt - ky as isize * dh;
+            if num < 0 || num % sh != 0 || num / sh >= ih as isize {
+                continue;
+            }
+            let iy = (num / sh) as usize;
+            for kx in 0..kw {
+                let src = &cols[(ky * kw + kx) * ih * iw..][..ih * iw];
                 let srow = &src[iy * iw..(iy + 1) * iw];
                 let off = kx as isize * dw - pl;
                 // Input columns whose ox = ix * sw + off lands in the row, found once so the
