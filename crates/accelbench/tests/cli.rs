@@ -121,20 +121,28 @@ fn infer_writes_one_npy_per_output_and_matches_library() {
     assert_eq!(v["outputs"].as_array().unwrap().len(), expected.len());
 }
 
+/// `accelbench bench --model models/crnn.onnx <args> --json`, parsed; None (after saying
+/// why) when the model is missing outside CI.
+fn bench_crnn_json(what: &str, args: &[&str]) -> Option<serde_json::Value> {
+    let model = model_path("crnn.onnx");
+    if !require(model.exists(), what, "models/crnn.onnx is missing") {
+        return None;
+    }
+    let mut all = vec!["bench", "--model", model.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let out = accelbench(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("one JSON document"))
+}
+
 #[test]
 fn bench_json_has_the_contract_fields() {
-    let model = model_path("crnn.onnx");
-    if !require(
-        model.exists(),
-        "accelbench bench",
-        "models/crnn.onnx is missing",
-    ) {
-        return;
-    }
-    let out = accelbench(&[
-        "bench",
-        "--model",
-        model.to_str().unwrap(),
+    let args = [
         "--backend",
         "cpu",
         "--backend",
@@ -145,14 +153,10 @@ fn bench_json_has_the_contract_fields() {
         "3",
         "--batch",
         "2",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    ];
+    let Some(v) = bench_crnn_json("accelbench bench", &args) else {
+        return;
+    };
     let results = v["results"].as_array().unwrap();
     let cpu = &results[0];
     for field in [
@@ -191,18 +195,7 @@ fn bench_json_has_the_contract_fields() {
 /// backend gets all its runs, and each row says how it compares with the reference.
 #[test]
 fn bench_interleaves_backends_in_rounds() {
-    let model = model_path("crnn.onnx");
-    if !require(
-        model.exists(),
-        "accelbench bench rounds",
-        "models/crnn.onnx is missing",
-    ) {
-        return;
-    }
-    let out = accelbench(&[
-        "bench",
-        "--model",
-        model.to_str().unwrap(),
+    let args = [
         "--backend",
         "cpu",
         "--backend",
@@ -215,14 +208,10 @@ fn bench_interleaves_backends_in_rounds() {
         "7",
         "--rounds",
         "3",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    ];
+    let Some(v) = bench_crnn_json("accelbench bench rounds", &args) else {
+        return;
+    };
     let results = v["results"].as_array().unwrap();
     assert_eq!(results.len(), 2);
     for r in results {

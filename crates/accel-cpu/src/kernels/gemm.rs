@@ -1009,15 +1009,20 @@ mod tests {
                 },
             );
             let r = gemm_reference(&a, &b, m, k, n);
-            for i in 0..m {
-                for j in 0..n {
-                    let want = (r[i * n + j] + bias[i]).max(0.0);
-                    let got = c[i * n + j];
-                    assert!(
-                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                        "({m},{k},{n}) at ({i},{j}): {got} vs {want}"
-                    );
-                }
+            let want = |i: usize, j: usize| (r[i * n + j] + bias[i]).max(0.0);
+            assert_close(&c, m, n, want, &format!("({m},{k},{n})"));
+        }
+    }
+
+    /// Every C[i][j] within 1e-4 (relative, plus absolute at small values) of `want(i, j)`.
+    fn assert_close(c: &[f32], m: usize, n: usize, want: impl Fn(usize, usize) -> f32, what: &str) {
+        for i in 0..m {
+            for j in 0..n {
+                let (got, want) = (c[i * n + j], want(i, j));
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{what} at ({i},{j}): {got} vs {want}"
+                );
             }
         }
     }
@@ -1071,24 +1076,17 @@ mod tests {
                         };
                         let mut c = vec![f32::NAN; m * n];
                         gemm(&pa, &pb, &mut c, n, ep);
-                        for i in 0..m {
-                            for j in 0..n {
-                                let bv = match bias_kind {
-                                    0 => 0.0,
-                                    1 => row_bias[i],
-                                    _ => col_bias[j],
-                                };
-                                let mut want = act_ref(act, r[i * n + j] + bv);
-                                if with_res {
-                                    want += res[i * n + j];
-                                }
-                                let got = c[i * n + j];
-                                assert!(
-                                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                    "({m},{k},{n}) {act:?} bias {bias_kind} res {with_res} at ({i},{j}): {got} vs {want}"
-                                );
-                            }
-                        }
+                        let want = |i: usize, j: usize| {
+                            let bv = match bias_kind {
+                                0 => 0.0,
+                                1 => row_bias[i],
+                                _ => col_bias[j],
+                            };
+                            let skip = if with_res { res[i * n + j] } else { 0.0 };
+                            act_ref(act, r[i * n + j] + bv) + skip
+                        };
+                        let what = format!("({m},{k},{n}) {act:?} bias {bias_kind} res {with_res}");
+                        assert_close(&c, m, n, want, &what);
                     }
                 }
             }
@@ -1154,16 +1152,8 @@ mod tests {
             };
             gemm_implicit(&pa, &ib, &mut c, n, ep);
             let r = gemm_reference(&a, &b, m, k, n);
-            for i in 0..m {
-                for j in 0..n {
-                    let want = (r[i * n + j] + bias[i]).max(0.0);
-                    let got = c[i * n + j];
-                    assert!(
-                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                        "m {m} rows {rows} width {width} at ({i},{j}): {got} vs {want}"
-                    );
-                }
-            }
+            let want = |i: usize, j: usize| (r[i * n + j] + bias[i]).max(0.0);
+            assert_close(&c, m, n, want, &format!("m {m} rows {rows} width {width}"));
         }
     }
 }
