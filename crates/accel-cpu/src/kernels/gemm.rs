@@ -475,8 +475,9 @@ pub fn gemm_fill_b(
     );
 }
 
-/// B gathered from an image laid out in rows, as a stride-1 convolution sees its (padded)
-/// input: B[p][(y, x)] = `data[y * row_stride + x + offsets[p]]` for `rows` rows of `width`
+/// B gathered from an image laid out in rows, as a convolution sees its padded input (see
+/// `conv`, which splits the rows into stride phases so this holds at any stride):
+/// B[p][(y, x)] = `data[y * row_stride + x + offsets[p]]` for `rows` rows of `width`
 /// columns, C's column (y, x) being `y * width + x`. Each image row is cut into column
 /// panels of its own, so every row of a panel is one contiguous run of `data`: a panel is
 /// `k` fixed-size copies right before use (im2col without its index arithmetic). The last
@@ -538,7 +539,7 @@ impl<'a> ImplicitB<'a> {
     }
 }
 
-/// C (m x rows*width, row stride ldc) = A·B for B read in place ([`ImplicitB`]).
+/// C (m x rows*width, row stride ldc) = A·B for B gathered panel by panel ([`ImplicitB`]).
 pub fn gemm_implicit(a: &PackedA, b: &ImplicitB, c: &mut [f32], ldc: usize, ep: Epilogue) {
     assert_eq!(a.k, b.offsets.len(), "gemm: inner dimensions differ");
     let columns = Columns::Rows {
