@@ -189,6 +189,32 @@ fn conv_matches_reference_on_random_shapes() {
     }
 }
 
+/// Strided convolutions whose windows stop short of the input's end, so that the padded
+/// input has the input's own size although it has a leading pad (random values; the first
+/// shape is one the random cases once caught with the padded copy wrongly skipped).
+#[test]
+fn strided_conv_with_a_leading_pad_matches_reference() {
+    for (x, w, strides, dilations, pads) in [
+        ([2, 8, 17, 26], [3, 8, 2, 4], [2, 1], [2, 1], [1, 0, 0, 0]),
+        ([1, 3, 15, 40], [7, 3, 3, 3], [2, 2], [1, 1], [1, 1, 0, 0]),
+        ([1, 4, 9, 33], [6, 4, 3, 2], [3, 1], [1, 2], [2, 0, 0, 0]),
+    ] {
+        let what =
+            format!("Conv x{x:?} w{w:?} strides {strides:?} dilations {dilations:?} pads {pads:?}");
+        let params = ConvParams {
+            kernel: [w[2], w[3]],
+            strides,
+            dilations,
+            pads,
+            group: 1,
+            activation: activation(),
+        };
+        let bias = random_f32(&[w[0]], -1.0, 1.0);
+        let (x, w) = (random_f32(&x, -1.0, 1.0), random_f32(&w, -1.0, 1.0));
+        check_conv(&what, x, w, Some(bias), params);
+    }
+}
+
 /// Stem convolutions (1 to 4 input channels, stride 1, one group): the direct kernel on
 /// AVX-512F and AVX2, im2col + GEMM on the portable path.
 #[test]

@@ -319,10 +319,13 @@ fn pad_input<'a>(
     buf: &'a mut Scratch,
 ) -> &'a [f32] {
     let sw = rw.strides[1];
-    if sw == 1 && plane == [ih, iw] {
+    let (pt, pl) = (rw.pads_begin[0], rw.pads_begin[1]);
+    // The input itself when it is exactly the padded layout. A plane of the input's size is
+    // not enough: with a stride the windows may stop short of the last rows, leaving room
+    // for a leading pad in the same size.
+    if sw == 1 && pt == 0 && pl == 0 && plane == [ih, iw] {
         return x;
     }
-    let (pt, pl) = (rw.pads_begin[0], rw.pads_begin[1]);
     let (rows, width) = (plane[0] / sw, plane[1] * sw);
     // Input rows and columns past the padded span (a pad_end shorter than the windows
     // need) are never read.
