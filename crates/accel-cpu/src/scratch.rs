@@ -114,9 +114,7 @@ impl Scratch {
         self.data.resize(len, 0.0);
         &mut self.data
     }
-}
 
-impl Scratch {
     /// Makes this `len` values for a caller that writes every one of them: unlike
     /// [`Scratch::reset_zeroed`] it does not clear what a previous use left (only values
     /// past the old length are zeroed), which saves a pass over large buffers.

@@ -1,5 +1,6 @@
-//! Conv: packed-GEMM convolution (1x1 reads the input as B directly, k x k writes an im2col
-//! straight into packed panels) and a direct depthwise kernel.
+//! Conv: packed-GEMM convolution whose B panels are gathered from the input (a plain 1x1)
+//! or from a zero-bordered, stride-phase-split copy of it (k x k at any stride), with a
+//! general im2col for rows narrower than a panel; a direct depthwise kernel.
 
 use super::conv_direct::DirectConv;
 use super::gemm::{Bias, Blocking, Epilogue, ImplicitB, PackedA, gemm_fill_b, gemm_implicit};
@@ -28,8 +29,9 @@ pub struct ConvKernel {
     offsets: Mutex<Option<TapOffsets>>,
 }
 
-/// Where row p = (channel, ky, kx) of a stride-1 convolution's implicit B starts, relative to
-/// the output pixel's window origin, in a padded input of `plane` = [height, width].
+/// Where row p = (channel, ky, kx) of a convolution's gathered B starts, relative to the
+/// output pixel's window origin, in a padded, phase-split input of `plane` (see
+/// [`padded_plane`]).
 struct TapOffsets {
     plane: [usize; 2],
     offsets: Arc<[usize]>,
@@ -236,9 +238,9 @@ impl ConvKernel {
         if plain || ow * 4 >= nr * 3 {
             let mut padded = Scratch::new();
             let (data, plane, offsets) = if plain {
-                let offsets: Arc<[usize]> = (0..icg).map(|c| c * pixels).collect();
-                // One row of all pixels: a 1x1 conv's panels never wrap.
-                (x, [1, pixels], offsets)
+                // One row of all pixels: a 1x1 conv's panels never wrap; tap c is channel c.
+                let plane = [1, pixels];
+                (x, plane, self.tap_offsets(icg, plane, rw))
             } else {
                 let plane = padded_plane(rw);
                 let data = pad_input(x, g * icg, in_hw, rw, plane, &mut padded);
@@ -563,29 +565,10 @@ impl DepthwiseChannel<'_> {
                 [oh, ow],
                 sh,
             );
-            use super::activation::{clip, relu, sigmoid_fast};
-            let b = bias[c];
-            match (sh, act) {
-                (1, None) => depthwise_3x3::<1>(&padded, wc, b, [oh, ow], o, |v| v),
-                (1, Some(Activation::Relu)) => {
-                    depthwise_3x3::<1>(&padded, wc, b, [oh, ow], o, relu)
-                }
-                (1, Some(Activation::Clip { min, max })) => {
-                    depthwise_3x3::<1>(&padded, wc, b, [oh, ow], o, |v| clip(v, min, max))
-                }
-                (1, Some(Activation::Sigmoid)) => {
-                    depthwise_3x3::<1>(&padded, wc, b, [oh, ow], o, sigmoid_fast)
-                }
-                (_, None) => depthwise_3x3::<2>(&padded, wc, b, [oh, ow], o, |v| v),
-                (_, Some(Activation::Relu)) => {
-                    depthwise_3x3::<2>(&padded, wc, b, [oh, ow], o, relu)
-                }
-                (_, Some(Activation::Clip { min, max })) => {
-                    depthwise_3x3::<2>(&padded, wc, b, [oh, ow], o, |v| clip(v, min, max))
-                }
-                (_, Some(Activation::Sigmoid)) => {
-                    depthwise_3x3::<2>(&padded, wc, b, [oh, ow], o, sigmoid_fast)
-                }
+            if sh == 1 {
+                depthwise_3x3_act::<1>(&padded, wc, bias[c], [oh, ow], o, act);
+            } else {
+                depthwise_3x3_act::<2>(&padded, wc, bias[c], [oh, ow], o, act);
             }
             return;
         }
@@ -662,6 +645,27 @@ impl<'a> Padded3x3<'a> {
             data[(pt + y) * width + pl..][..iw].copy_from_slice(&plane[y * iw..(y + 1) * iw]);
         }
         Padded3x3 { data, width }
+    }
+}
+
+/// [`depthwise_3x3`] compiled once per activation.
+#[inline(always)]
+fn depthwise_3x3_act<const S: usize>(
+    p: &Padded3x3,
+    w: &[f32; 9],
+    bias: f32,
+    out_hw: [usize; 2],
+    out: &mut [f32],
+    act: Option<Activation>,
+) {
+    use super::activation::{clip, relu, sigmoid_fast};
+    match act {
+        None => depthwise_3x3::<S>(p, w, bias, out_hw, out, |v| v),
+        Some(Activation::Relu) => depthwise_3x3::<S>(p, w, bias, out_hw, out, relu),
+        Some(Activation::Clip { min, max }) => {
+            depthwise_3x3::<S>(p, w, bias, out_hw, out, |v| clip(v, min, max))
+        }
+        Some(Activation::Sigmoid) => depthwise_3x3::<S>(p, w, bias, out_hw, out, sigmoid_fast),
     }
 }
 

@@ -1,12 +1,13 @@
-//! Packed single-precision GEMM: C = A·B with a fused epilogue (bias, activation).
+//! Packed single-precision GEMM: C = A·B with a fused epilogue (bias, activation, residual).
 //!
 //! A is packed into panels of `mr` rows and B into panels of `nr` columns, each panel laid out
 //! k-major so the micro-kernel streams both linearly. Weights are packed once at compile
-//! time; activations are packed per call (or written packed directly, see `conv`'s im2col).
-//! The register tile depends on the ISA chosen at start ([`Blocking`]): 8 x 32 on AVX-512F
-//! (16 zmm accumulators, hand-written), 6 x 16 on AVX2+FMA and on the portable path (plain
-//! Rust over fixed-size arrays that the compiler turns into 12 ymm accumulators, or 24 NEON
-//! registers on aarch64).
+//! time; activations are packed per call, or each B panel is built right before use (`conv`'s
+//! im2col, or gathered from a padded image: [`ImplicitB`]). The register tile depends on the
+//! ISA chosen at start ([`Blocking`]): 8 x 32 on AVX-512F (16 zmm accumulators,
+//! hand-written), 6 x 16 on AVX2+FMA (hand-written, the epilogue on the registers) and on
+//! the portable path (plain Rust over fixed-size arrays that the compiler keeps in vector
+//! registers: 24 NEON registers on aarch64).
 
 use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
@@ -808,20 +809,17 @@ impl ColumnTiles<'_> {
     /// How many rows of k to run across all tiles before moving on: all of them when the B
     /// panel fits in L1, which it must to be reused by every tile; otherwise a slice that
     /// does. The A panels stream from L2 either way, which the prefetchers keep up with
-    /// (slicing k for them too ran the CRNN's conv2 at 64 instead of 90 GFLOP/s). f16
+    /// (slicing k so that they fit in L1 too measured slower on the CRNN's conv2). f16
     /// weights are widened per panel, so they are not sliced.
     fn depth_chunk(&self) -> usize {
         const L1_BUDGET: usize = 28 * 1024;
         let k = self.a.k;
-        if matches!(self.a.data, Store::F16(_)) {
-            return k;
-        }
-        let b_row = self.b_panel.len() / k.max(1) * 4;
-        if k * b_row <= L1_BUDGET {
+        let b_bytes = self.b_panel.len() * 4;
+        if matches!(self.a.data, Store::F16(_)) || b_bytes <= L1_BUDGET {
             return k;
         }
         // Equal slices, each within the budget.
-        let slices = (k * b_row).div_ceil(L1_BUDGET);
+        let slices = b_bytes.div_ceil(L1_BUDGET);
         k.div_ceil(slices).div_ceil(8) * 8
     }
 
