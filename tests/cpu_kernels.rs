@@ -189,6 +189,34 @@ fn conv_matches_reference_on_random_shapes() {
     }
 }
 
+/// Dense 3x3 stride-1 convolutions deep and wide enough for the Winograd path (the CRNN's
+/// conv2), with odd sizes that leave partial tiles and partial panels, asymmetric pads.
+#[test]
+fn winograd_conv_matches_reference_on_random_shapes() {
+    for case in 0..CASES / 2 {
+        let (ic, oc) = (rng_usize(8, 40), rng_usize(8, 40));
+        let p: [usize; 4] = std::array::from_fn(|_| rng_usize(0, 2));
+        let (h, w) = (rng_usize(1, 20), rng_usize(50, 130));
+        let x = random_f32(&[rng_usize(1, 2), ic, h, w], -1.0, 1.0);
+        let wt = random_f32(&[oc, ic, 3, 3], -1.0, 1.0);
+        let bias = (case % 2 == 0).then(|| random_f32(&[oc], -1.0, 1.0));
+        let what = format!(
+            "Winograd Conv x{:?} w{:?} pads {p:?}",
+            x.shape(),
+            wt.shape()
+        );
+        let params = ConvParams {
+            kernel: [3, 3],
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: p,
+            group: 1,
+            activation: activation(),
+        };
+        check_conv(&what, x, wt, bias, params);
+    }
+}
+
 /// Strided convolutions whose windows stop short of the input's end, so that the padded
 /// input has the input's own size although it has a leading pad (random values; the first
 /// shape is one the random cases once caught with the padded copy wrongly skipped).

@@ -1,9 +1,11 @@
 //! Conv: packed-GEMM convolution whose B panels are gathered from the input (a plain 1x1)
 //! or from a zero-bordered, stride-phase-split copy of it (k x k at any stride), with a
-//! general im2col for rows narrower than a panel; a direct depthwise kernel.
+//! general im2col for rows narrower than a panel; a direct depthwise kernel. Deep 3x3
+//! stride-1 convs on wide enough inputs go to Winograd F(4x4, 3x3) (`winograd`).
 
 use super::conv_direct::DirectConv;
 use super::gemm::{Bias, Blocking, Epilogue, ImplicitB, PackedA, gemm_fill_b, gemm_implicit};
+use super::winograd::Winograd;
 use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output, spatial_2d};
 use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
@@ -24,6 +26,9 @@ pub struct ConvKernel {
     depthwise: Option<Vec<f32>>,
     /// Stem convs on AVX-512F: the direct kernel (see `conv_direct`), instead of `packed`.
     direct: Option<DirectConv>,
+    /// 3x3 stride-1 convs deep enough for it: the filters in the Winograd domain, used for
+    /// inputs wide enough ([`Winograd::fits`]); `packed` serves the others.
+    winograd: Option<Winograd>,
     bias: Vec<f32>,
     /// The implicit GEMM's row offsets for the last padded input size seen.
     offsets: Mutex<Option<TapOffsets>>,
@@ -76,6 +81,10 @@ impl ConvKernel {
             [kernel[0], kernel[1]]
         };
         let direct = DirectConv::for_conv(wv, oc, icg, g, kernel_2d, &attrs.window);
+        let winograd = match direct {
+            None => Winograd::for_conv(wv, oc, icg, g, kernel_2d, &attrs.window),
+            Some(_) => None,
+        };
         let packed = if depthwise.is_some() || direct.is_some() {
             vec![]
         } else {
@@ -101,6 +110,7 @@ impl ConvKernel {
             packed,
             depthwise,
             direct,
+            winograd,
             bias,
             offsets: Mutex::new(None),
         })
@@ -109,6 +119,9 @@ impl ConvKernel {
     /// Holds the GEMM-packed weights as f16 from now on.
     pub fn use_f16_weights(&mut self) {
         self.packed = self.packed.iter().map(PackedA::to_f16).collect();
+        if let Some(w) = &mut self.winograd {
+            w.use_f16();
+        }
     }
 
     /// Bytes of weights this kernel holds.
@@ -116,6 +129,7 @@ impl ConvKernel {
         self.packed.iter().map(PackedA::bytes).sum::<usize>()
             + self.depthwise.as_ref().map_or(0, |w| w.len() * 4)
             + self.direct.as_ref().map_or(0, DirectConv::bytes)
+            + self.winograd.as_ref().map_or(0, Winograd::bytes)
             + self.bias.len() * 4
     }
 
@@ -201,7 +215,13 @@ impl ConvKernel {
                         ob.iter_mut().zip(r).for_each(|(o, &v)| *o += v);
                     }
                 }
-                (None, None) => self.grouped_gemm(xb, ob, rb, in_hw, &rw),
+                (None, None) => match &self.winograd {
+                    Some(w) if w.fits(&rw) => {
+                        let act = self.attrs.activation;
+                        w.run(xb, in_hw, &rw, &self.bias, act, rb, ob)
+                    }
+                    _ => self.grouped_gemm(xb, ob, rb, in_hw, &rw),
+                },
             }
         }
         Ok(())

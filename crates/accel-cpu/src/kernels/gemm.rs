@@ -9,6 +9,7 @@
 //! the portable path (plain Rust over fixed-size arrays that the compiler keeps in vector
 //! registers: 24 NEON registers on aarch64).
 
+use super::SyncPtr;
 use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
 use accel_core::ir::Activation;
@@ -550,6 +551,56 @@ pub fn gemm_implicit(a: &PackedA, b: &ImplicitB, c: &mut [f32], ldc: usize, ep: 
     gemm_panels(a, columns, PanelSource::Implicit(b), c, ldc, ep);
 }
 
+/// C (m x cols, row stride ldc) = A · one B panel already in packed layout ([k][nr], `nr`
+/// from [`Blocking::active`]; its columns past `cols` are ignored), on the calling thread:
+/// for kernels that run many small products inside their own parallel loop (Winograd's 36
+/// per block of tiles).
+pub fn gemm_panel(
+    a: &PackedA,
+    b_panel: &[f32],
+    cols: usize,
+    c: &mut [f32],
+    ldc: usize,
+    ep: Epilogue,
+) {
+    let isa = isa::active();
+    let Blocking { mr, nr } = Blocking::of(isa);
+    assert_eq!(a.mr, mr, "gemm: A was packed for another ISA");
+    assert!(cols <= nr, "gemm: more columns than a panel holds");
+    assert!(b_panel.len() >= a.k * nr, "gemm: B panel too short");
+    if a.m == 0 || cols == 0 {
+        return;
+    }
+    check_c(a.m, cols, c, ldc, &ep);
+    let job = ColumnTiles {
+        a,
+        b_panel,
+        col0: 0,
+        cols,
+        tiles: 0..a.m.div_ceil(mr),
+        c: SyncPtr(c.as_mut_ptr()),
+        ldc,
+        ep,
+    };
+    job.run(isa);
+}
+
+/// C, the residual and the bias cover an m x n product with row stride ldc.
+fn check_c(m: usize, n: usize, c: &[f32], ldc: usize, ep: &Epilogue) {
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: C is too small");
+    if let Some(res) = ep.residual {
+        assert!(
+            res.len() >= (m - 1) * ldc + n,
+            "gemm: the residual is too small"
+        );
+    }
+    match ep.bias {
+        Bias::Row(b) => assert!(b.len() >= m, "gemm: row bias too short"),
+        Bias::Col(b) => assert!(b.len() >= n, "gemm: column bias too short"),
+        Bias::None => {}
+    }
+}
+
 enum PanelSource<'a> {
     Packed(&'a PackedB),
     Fill(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
@@ -605,18 +656,7 @@ fn gemm_panels(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm: C is too small");
-    if let Some(res) = ep.residual {
-        assert!(
-            res.len() >= (m - 1) * ldc + n,
-            "gemm: the residual is too small"
-        );
-    }
-    match ep.bias {
-        Bias::Row(b) => assert!(b.len() >= m, "gemm: row bias too short"),
-        Bias::Col(b) => assert!(b.len() >= n, "gemm: column bias too short"),
-        Bias::None => {}
-    }
+    check_c(m, n, c, ldc, &ep);
     let isa = isa::active();
     let Blocking { mr, nr } = Blocking::of(isa);
     assert_eq!(a.mr, mr, "gemm: A was packed for another ISA");
@@ -661,15 +701,7 @@ fn gemm_panels(
             ldc,
             ep,
         };
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f.
-            Isa::Avx512 => unsafe { job.run_avx512() },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
-            Isa::Avx2Fma => unsafe { job.run_avx2() },
-            _ => job.run_portable(),
-        }
+        job.run(isa);
     };
     let tasks = np * row_chunks;
     if parallel && tasks >= 2 {
@@ -699,6 +731,18 @@ struct ColumnTiles<'a> {
 }
 
 impl ColumnTiles<'_> {
+    fn run(&self, isa: Isa) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f.
+            Isa::Avx512 => unsafe { self.run_avx512() },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and fma.
+            Isa::Avx2Fma => unsafe { self.run_avx2() },
+            _ => self.run_portable(),
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     fn run_avx512(&self) {
@@ -946,17 +990,6 @@ fn store_row_with(
             .zip(&b[col0..col0 + n])
             .zip(&r[..n])
             .for_each(|(((o, &a), &bb), &rr)| *o = act(a + bb) + rr),
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-// SAFETY: tiles write disjoint regions of C (see `gemm`).
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

@@ -8,9 +8,22 @@ pub mod gemm;
 pub mod lstm;
 pub mod matmul;
 pub mod pool;
+mod winograd;
 
 use accel_core::ir::{Node, Window};
 use accel_core::{Error, Result, Tensor, TensorView, shape_err};
+
+/// A kernel's output pointer shared by tasks that write disjoint parts of it.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub *mut f32);
+// SAFETY: every user hands each task a region of the buffer no other task writes.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// An f32 [N, C, H, W] input, or [N, C, L] seen as H = 1.
 pub(crate) struct Images<'a> {
