@@ -72,11 +72,11 @@ impl Winograd {
     /// Whether this output is wide enough that a tile row fills most of a B panel; narrower
     /// ones would waste most of each GEMM.
     pub fn fits(&self, rw: &ResolvedWindow) -> bool {
-        let nr = Blocking::active().nr;
+        let (nr, tiles_per_row) = (Blocking::active().nr, rw.output[1].div_ceil(OUT));
         rw.kernel == [3, 3]
             && rw.strides == [1, 1]
             && rw.dilations == [1, 1]
-            && rw.output[1].div_ceil(OUT) * 4 >= nr * 3
+            && tiles_per_row * 4 >= nr * 3
     }
 
     /// Transforms `w` ([oc, ic, 3, 3]) into U = G g G^T per channel pair, in f64.
@@ -278,10 +278,6 @@ struct Blocks<'a> {
     /// Each block writes its own tiles' outputs, disjoint from every other block's.
     out: SyncPtr,
 }
-
-// SAFETY: the output pointer is only written through disjoint tiles (see `store`); the rest
-// is shared reads.
-unsafe impl Sync for Blocks<'_> {}
 
 impl Blocks<'_> {
     #[cfg(target_arch = "x86_64")]
@@ -493,7 +489,7 @@ unsafe fn interleave_avx<const N: usize>(vals: &[[f32; N]; OUT], row: &mut [[f32
 /// A slice of exactly N values as an array.
 #[inline(always)]
 fn as_lanes<const N: usize>(s: &mut [f32]) -> &mut [f32; N] {
-    s.try_into().unwrap()
+    s.try_into().expect("exactly N values")
 }
 
 /// Distance between V's 36 B panels of [ic][N]: one row more than a panel, so that the
@@ -506,7 +502,7 @@ fn panel_stride<const N: usize>(ic: usize) -> usize {
 /// N values at `at` as an array.
 #[inline(always)]
 fn lanes<const N: usize>(s: &[f32], at: usize) -> &[f32; N] {
-    s[at..at + N].try_into().unwrap()
+    s[at..at + N].try_into().expect("N values")
 }
 
 /// o = B^T d for 6 rows of N lanes.
