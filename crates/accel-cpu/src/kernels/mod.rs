@@ -4,6 +4,7 @@ pub mod activation;
 pub mod conv;
 mod conv_direct;
 pub mod conv_transpose;
+mod depthwise;
 pub mod gemm;
 pub mod lstm;
 pub mod matmul;
