@@ -10,6 +10,7 @@
 use super::conv::copy_panel;
 use super::gemm::{Blocking, Epilogue, PackedA, gemm_fill_b};
 use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output, spatial_2d};
+use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
 use accel_core::ir::{ConvTranspose, Node};
 use accel_core::ops::{ResolvedWindow, resolve_conv_transpose};
@@ -185,8 +186,9 @@ impl ConvTransposeKernel {
         let (icg, ocg) = (self.in_channels / g, self.out_channels_per_group);
         let oc = ocg * g;
         let pixels = in_hw[0] * in_hw[1];
-        // Every element of cols is written by the GEMM.
-        let mut cols = Scratch::zeroed(ocg * kh * kw * pixels);
+        // Every element of cols is written by the GEMM: no zeroing pass.
+        let mut cols = Scratch::new();
+        let cols = cols.reset_for_overwrite(ocg * kh * kw * pixels);
         for b in 0..n {
             for gi in 0..g {
                 let xg = &xv[(b * c + gi * icg) * pixels..(b * c + (gi + 1) * icg) * pixels];
@@ -199,7 +201,7 @@ impl ConvTransposeKernel {
                     &self.packed[gi],
                     pixels,
                     &fill,
-                    &mut cols,
+                    cols,
                     pixels,
                     Epilogue::NONE,
                 );
@@ -216,20 +218,37 @@ impl ConvTransposeKernel {
                 };
                 let bias = &self.bias[gi * ocg..(gi + 1) * ocg];
                 let act = self.attrs.activation;
-                og.par_chunks_mut(oh * ow)
+                let isa = isa::active();
+                let planes = PhasePlanes::new(&rw, in_hw);
+                let cols = &*cols;
+                // One flat list of (channel, row block) tasks: one scratch per worker split,
+                // not one per channel.
+                let tasks: Vec<(usize, usize, &mut [f32])> = og
+                    .chunks_mut(oh * ow)
                     .enumerate()
-                    .for_each(|(o, plane)| {
-                        let taps = &cols[o * kh * kw * pixels..(o + 1) * kh * kw * pixels];
+                    .flat_map(|(o, plane)| {
                         plane
-                            .par_chunks_mut(rows_per_task * ow)
+                            .chunks_mut(rows_per_task * ow)
                             .enumerate()
-                            .for_each(|(i, block)| {
-                                block.fill(bias[o]);
-                                col2im_rows(taps, block, i * rows_per_task, in_hw, [oh, ow], &rw);
-                                if let Some(a) = act {
-                                    super::activation::apply_slice(a, block);
-                                }
-                            });
+                            .map(move |(i, block)| (o, i * rows_per_task, block))
+                    })
+                    .collect();
+                tasks
+                    .into_par_iter()
+                    .for_each_init(Scratch::new, |phases, (o, y0, block)| {
+                        let rows = Col2Im {
+                            cols: &cols[o * kh * kw * pixels..(o + 1) * kh * kw * pixels],
+                            y0,
+                            bias: bias[o],
+                            in_hw,
+                            out_hw: [oh, ow],
+                            rw: &rw,
+                            planes: planes.as_ref(),
+                        };
+                        rows.run(isa, block, phases);
+                        if let Some(a) = act {
+                            super::activation::apply_slice(a, block);
+                        }
                     });
             }
         }
@@ -237,61 +256,257 @@ impl ConvTransposeKernel {
     }
 }
 
-/// Adds cols[(ky, kx), (iy, ix)] into out[iy*sh - pt + ky*dh, ix*sw - pl + kx*dw] for the
-/// output rows y0.. that `out` holds (whole rows of the output's width).
-fn col2im_rows(
-    cols: &[f32],
-    out: &mut [f32],
+/// Whole output rows y0.. of one channel from its columns: out[iy*sh - pt + ky*dh,
+/// ix*sw - pl + kx*dw] = bias + the sum of cols[(ky, kx), (iy, ix)] landing there.
+///
+/// Strided layers go through [`PhasePlanes`] where they fit; otherwise each output row
+/// gathers its taps, at stride sw > 1 into sw phase rows (output column q*sw + p at phase
+/// p, position q), where each tap is one contiguous add, which are then interleaved into
+/// the row: strided adds do not vectorize.
+struct Col2Im<'a> {
+    cols: &'a [f32],
     y0: usize,
+    bias: f32,
     in_hw: [usize; 2],
     out_hw: [usize; 2],
-    rw: &accel_core::ops::ResolvedWindow,
-) {
-    let (ih, iw) = (in_hw[0], in_hw[1]);
-    let ow = out_hw[1] as isize;
-    let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
-    let (sh, sw) = (rw.strides[0] as isize, rw.strides[1] as isize);
-    let (dh, dw) = (rw.dilations[0] as isize, rw.dilations[1] as isize);
-    let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
-    for (r, orow) in out.chunks_exact_mut(ow as usize).enumerate() {
-        let oy = (y0 + r) as isize;
+    rw: &'a ResolvedWindow,
+    planes: Option<&'a PhasePlanes>,
+}
+
+/// Where the taps of a strided ConvTranspose land in the output's phase planes: plane
+/// (py, px) holds output pixel (q*sh + py, r*sw + px) at row q, column r, with the input's
+/// row length as its row stride. A tap then adds its whole input plane (all the rows it
+/// reaches) as one contiguous run, whatever the image width; the few values a column shift
+/// wraps into a neighbouring row are saved before the run and put back after it. Used
+/// where every phase row fits in an input row (the usual ow = iw * sw).
+struct PhasePlanes {
+    /// Per ky: (py, sy), input row iy lands on row iy + sy of phase py.
+    rows: Vec<(usize, isize)>,
+    /// Per kx: (px, sx), input column ix lands on column ix + sx of phase px.
+    cols: Vec<(usize, isize)>,
+    /// The largest column shift: room before and after each plane for wrapped values.
+    pad: usize,
+}
+
+impl PhasePlanes {
+    fn new(rw: &ResolvedWindow, in_hw: [usize; 2]) -> Option<PhasePlanes> {
+        let iw = in_hw[1];
+        let (sh, sw) = (rw.strides[0], rw.strides[1]);
+        // Phase 0 is the widest, with ceil(ow / sw) columns.
+        if sh * sw == 1 || rw.output[1].div_ceil(sw) > iw {
+            return None;
+        }
+        let split = |k: usize, dil: usize, pad: usize, s: usize| -> Vec<(usize, isize)> {
+            (0..k)
+                .map(|t| {
+                    let off = (t * dil) as isize - pad as isize;
+                    let s = s as isize;
+                    (off.rem_euclid(s) as usize, off.div_euclid(s))
+                })
+                .collect()
+        };
+        let rows = split(rw.kernel[0], rw.dilations[0], rw.pads_begin[0], sh);
+        let cols = split(rw.kernel[1], rw.dilations[1], rw.pads_begin[1], sw);
+        let pad = cols.iter().map(|c| c.1.unsigned_abs()).max().unwrap_or(0);
+        (pad < iw).then_some(PhasePlanes { rows, cols, pad })
+    }
+}
+
+impl Col2Im<'_> {
+    fn run(&self, isa: Isa, out: &mut [f32], scratch: &mut Scratch) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: both ISAs are only selected after runtime detection of avx2 and fma
+            // (the AVX-512 one requires them too).
+            Isa::Avx2Fma | Isa::Avx512 => unsafe { self.run_avx2(out, scratch) },
+            _ => self.dispatch(out, scratch, false),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn run_avx2(&self, out: &mut [f32], scratch: &mut Scratch) {
+        self.dispatch(out, scratch, true)
+    }
+
+    #[inline(always)]
+    fn dispatch(&self, out: &mut [f32], scratch: &mut Scratch, avx2: bool) {
+        match self.planes {
+            Some(pp) => self.by_planes(pp, out, scratch, avx2),
+            None => self.rows(out, scratch, avx2),
+        }
+    }
+
+    #[inline(always)]
+    fn by_planes(&self, pp: &PhasePlanes, out: &mut [f32], scratch: &mut Scratch, avx2: bool) {
+        let [ih, iw] = self.in_hw;
+        let ow = self.out_hw[1];
+        let (sh, sw) = (self.rw.strides[0], self.rw.strides[1]);
+        let (kw, pad) = (self.rw.kernel[1], pp.pad);
+        let (y0, y1) = (self.y0, self.y0 + out.len() / ow);
+        // Phase py's rows q with q*sh + py in [y0, y1).
+        let first_row = |y: usize, py: usize| if y <= py { 0 } else { (y - py).div_ceil(sh) };
+        let plane_len = (y1 - y0).div_ceil(sh) * iw + 2 * pad;
+        let buf = scratch.reset_for_overwrite(sh * sw * plane_len + ih * pad);
+        let (planes, saved) = buf.split_at_mut(sh * sw * plane_len);
+        planes.fill(self.bias);
+        for (ky, &(py, sy)) in pp.rows.iter().enumerate() {
+            let (q0, q1) = (first_row(y0, py) as isize, first_row(y1, py) as isize);
+            // Input rows iy with q0 <= iy + sy < q1.
+            let lo = (q0 - sy).max(0);
+            let hi = (q1 - sy).min(ih as isize);
+            if lo >= hi {
+                continue;
+            }
+            let n = (hi - lo) as usize;
+            for (kx, &(px, sx)) in pp.cols.iter().enumerate() {
+                let src = &self.cols[((ky * kw + kx) * ih + lo as usize) * iw..][..n * iw];
+                let plane = &mut planes[(py * sw + px) * plane_len..][..plane_len];
+                // Both ends stay inside the plane: pad >= |sx| and the rows fit q1 - q0.
+                let start = pad as isize + (lo + sy - q0) * iw as isize + sx;
+                add_shifted_run(plane, start as usize, src, iw, sx, saved);
+            }
+        }
+        for (r, orow) in out.chunks_exact_mut(ow).enumerate() {
+            let y = y0 + r;
+            let py = y % sh;
+            let q = y / sh - first_row(y0, py);
+            let phases = &planes[py * sw * plane_len + pad + q * iw..];
+            interleave(phases, plane_len, sw, orow, avx2);
+        }
+    }
+
+    #[inline(always)]
+    fn rows(&self, out: &mut [f32], phases: &mut Scratch, avx2: bool) {
+        let ow = self.out_hw[1];
+        let sw = self.rw.strides[1];
+        let per_phase = ow.div_ceil(sw);
+        for (r, orow) in out.chunks_exact_mut(ow).enumerate() {
+            let oy = self.y0 + r;
+            if sw == 1 {
+                orow.fill(self.bias);
+                self.add_taps(oy, orow, per_phase);
+            } else {
+                let p = phases.reset_for_overwrite(sw * per_phase);
+                p.fill(self.bias);
+                self.add_taps(oy, p, per_phase);
+                interleave(p, per_phase, sw, orow, avx2);
+            }
+        }
+    }
+
+    /// Adds every tap landing on output row `oy` into `acc`, laid out as sw phase rows of
+    /// `per_phase` values (one plain row at sw == 1).
+    #[inline(always)]
+    fn add_taps(&self, oy: usize, acc: &mut [f32], per_phase: usize) {
+        let [ih, iw] = self.in_hw;
+        let ow = self.out_hw[1];
+        let rw = self.rw;
+        let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
+        let (sh, sw) = (rw.strides[0] as isize, rw.strides[1] as isize);
+        let (dh, dw) = (rw.dilations[0] as isize, rw.dilations[1] as isize);
+        let (pt, pl) = (rw.pads_begin[0] as isize, rw.pads_begin[1] as isize);
         for ky in 0..kh {
             // The input row that tap ky brings to this output row, if any.
-            let num = oy + pt - ky as isize * dh;
+            let num = oy as isize + pt - ky as isize * dh;
             if num < 0 || num % sh != 0 || num / sh >= ih as isize {
                 continue;
             }
             let iy = (num / sh) as usize;
             for kx in 0..kw {
-                let src = &cols[(ky * kw + kx) * ih * iw..][..ih * iw];
-                let srow = &src[iy * iw..(iy + 1) * iw];
+                let srow = &self.cols[((ky * kw + kx) * ih + iy) * iw..][..iw];
+                // Input column ix lands on output column ix*sw + off = q*sw + phase.
                 let off = kx as isize * dw - pl;
-                // Input columns whose ox = ix * sw + off lands in the row, found once so the
-                // loop below has no branch.
-                let lo = if off < 0 { (-off + sw - 1) / sw } else { 0 };
-                let hi = if off >= ow {
-                    0
-                } else {
-                    ((ow - 1 - off) / sw + 1).min(iw as isize)
-                };
+                let (phase, shift) = (off.rem_euclid(sw), off.div_euclid(sw));
+                // Positions q of this phase inside the row: q*sw + phase < ow.
+                let len = (ow as isize - phase).max(0);
+                let q_end = (len + sw - 1) / sw;
+                let lo = (-shift).max(0);
+                let hi = (q_end - shift).min(iw as isize);
                 if lo >= hi {
                     continue;
                 }
-                let first = (lo * sw + off) as usize;
-                let srow = &srow[lo as usize..hi as usize];
-                if sw == 1 {
-                    orow[first..first + srow.len()]
-                        .iter_mut()
-                        .zip(srow)
-                        .for_each(|(o, &v)| *o += v);
-                } else {
-                    orow[first..]
-                        .iter_mut()
-                        .step_by(sw as usize)
-                        .zip(srow)
-                        .for_each(|(o, &v)| *o += v);
-                }
+                let dst = &mut acc[phase as usize * per_phase + (lo + shift) as usize..];
+                dst.iter_mut()
+                    .zip(&srow[lo as usize..hi as usize])
+                    .for_each(|(o, &v)| *o += v);
             }
         }
+    }
+}
+
+/// plane[start + r*iw + sx] += src[r*iw] for every row r of `src`, as one run: the |sx|
+/// values per row that the shift carries across a row boundary (into columns no input
+/// column of this tap reaches) are kept in `saved` and restored afterwards.
+#[inline(always)]
+fn add_shifted_run(
+    plane: &mut [f32],
+    start: usize,
+    src: &[f32],
+    iw: usize,
+    sx: isize,
+    saved: &mut [f32],
+) {
+    let rows = src.len() / iw;
+    let s = sx.unsigned_abs();
+    // Row r's wrapped values: the next row's first sx columns, or the previous row's last
+    // |sx| columns (before `start` for row 0).
+    let wrapped = |r: usize| {
+        if sx > 0 {
+            start + (r + 1) * iw - s
+        } else {
+            start + r * iw
+        }
+    };
+    // Element loops, not copy_from_slice: |sx| is 1 or 2 and a memcpy call per row costs
+    // more than the run.
+    for r in 0..rows {
+        for j in 0..s {
+            saved[r * s + j] = plane[wrapped(r) + j];
+        }
+    }
+    plane[start..start + src.len()]
+        .iter_mut()
+        .zip(src)
+        .for_each(|(o, &v)| *o += v);
+    for r in 0..rows {
+        for j in 0..s {
+            plane[wrapped(r) + j] = saved[r * s + j];
+        }
+    }
+}
+
+/// row[q*sw + p] = phases[p * phase_stride + q] for every column of `row`.
+#[inline(always)]
+fn interleave(phases: &[f32], phase_stride: usize, sw: usize, row: &mut [f32], avx2: bool) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if avx2 && sw == 2 {
+        let (even, odd) = phases.split_at(phase_stride);
+        for ((dst, e), o) in row
+            .chunks_exact_mut(16)
+            .zip(even.chunks_exact(8))
+            .zip(odd.chunks_exact(8))
+        {
+            // SAFETY: reached only from `Col2Im::run_avx2` (avx2 is true only there), whose
+            // features this inlined code has; each pointer covers the chunk it points to.
+            unsafe {
+                use std::arch::x86_64::*;
+                let (e, o) = (_mm256_loadu_ps(e.as_ptr()), _mm256_loadu_ps(o.as_ptr()));
+                // e0 o0 e1 o1 | e4 o4 e5 o5 and e2 o2 e3 o3 | e6 o6 e7 o7.
+                let (lo, hi) = (_mm256_unpacklo_ps(e, o), _mm256_unpackhi_ps(e, o));
+                _mm256_storeu_ps(dst.as_mut_ptr(), _mm256_permute2f128_ps::<0x20>(lo, hi));
+                _mm256_storeu_ps(
+                    dst.as_mut_ptr().add(8),
+                    _mm256_permute2f128_ps::<0x31>(lo, hi),
+                );
+            }
+            done += 16;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = avx2;
+    for (x, v) in row.iter_mut().enumerate().skip(done) {
+        *v = phases[(x % sw) * phase_stride + x / sw];
     }
 }
