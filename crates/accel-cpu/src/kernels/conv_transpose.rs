@@ -221,35 +221,39 @@ impl ConvTransposeKernel {
                 let isa = isa::active();
                 let planes = PhasePlanes::new(&rw, in_hw);
                 let cols = &*cols;
-                // One flat list of (channel, row block) tasks: one scratch per worker split,
-                // not one per channel.
-                let tasks: Vec<(usize, usize, &mut [f32])> = og
-                    .chunks_mut(oh * ow)
-                    .enumerate()
-                    .flat_map(|(o, plane)| {
+                let block_job = |scratch: &mut Scratch, o: usize, y0: usize, block: &mut [f32]| {
+                    let rows = Col2Im {
+                        cols: &cols[o * kh * kw * pixels..(o + 1) * kh * kw * pixels],
+                        y0,
+                        bias: bias[o],
+                        in_hw,
+                        out_hw: [oh, ow],
+                        rw: &rw,
+                        planes: planes.as_ref(),
+                    };
+                    rows.run(isa, block, scratch);
+                    if let Some(a) = act {
+                        super::activation::apply_slice(a, block);
+                    }
+                };
+                // Whole channels per task where there are enough of them; otherwise the
+                // few channels one after another, each split in row blocks.
+                if rows_per_task == oh {
+                    og.par_chunks_mut(oh * ow)
+                        .enumerate()
+                        .for_each_init(Scratch::new, |scratch, (o, plane)| {
+                            block_job(scratch, o, 0, plane)
+                        });
+                } else {
+                    for (o, plane) in og.chunks_mut(oh * ow).enumerate() {
                         plane
-                            .chunks_mut(rows_per_task * ow)
+                            .par_chunks_mut(rows_per_task * ow)
                             .enumerate()
-                            .map(move |(i, block)| (o, i * rows_per_task, block))
-                    })
-                    .collect();
-                tasks
-                    .into_par_iter()
-                    .for_each_init(Scratch::new, |phases, (o, y0, block)| {
-                        let rows = Col2Im {
-                            cols: &cols[o * kh * kw * pixels..(o + 1) * kh * kw * pixels],
-                            y0,
-                            bias: bias[o],
-                            in_hw,
-                            out_hw: [oh, ow],
-                            rw: &rw,
-                            planes: planes.as_ref(),
-                        };
-                        rows.run(isa, block, phases);
-                        if let Some(a) = act {
-                            super::activation::apply_slice(a, block);
-                        }
-                    });
+                            .for_each_init(Scratch::new, |scratch, (i, block)| {
+                                block_job(scratch, o, i * rows_per_task, block)
+                            });
+                    }
+                }
             }
         }
         Ok(())
