@@ -953,6 +953,64 @@ impl CpuExecutable {
     }
 }
 
+/// Runs `f` on the calling worker while the pool's other workers wait for work by spinning
+/// (taking any job the moment it is queued) instead of sleeping. A run is a chain of short
+/// parallel operators; a sleeping worker is woken by the kernel for each one, which on a VM
+/// takes tens of microseconds, about as long as a small operator itself.
+///
+/// A spinner blocks whatever job it was started inside, so it gives up: at once on the
+/// caller's thread or inside another spinner, and after [`SPIN_IDLE_LIMIT`] without work
+/// (a worker that took it while waiting inside a job, as with concurrent runs, stalls that
+/// long at worst and never deadlocks). The spinning ends with the run.
+fn with_hot_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    thread_local! {
+        static SPINNING: Cell<bool> = const { Cell::new(false) };
+    }
+    /// Ends the spinning however `f` ends, a panic included.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let others = rayon::current_num_threads().saturating_sub(1);
+    if others == 0 {
+        return f();
+    }
+    let caller = rayon::current_thread_index();
+    let done = AtomicBool::new(false);
+    rayon::scope(|s| {
+        for _ in 0..others {
+            s.spawn(|_| {
+                if rayon::current_thread_index() == caller || SPINNING.get() {
+                    return;
+                }
+                SPINNING.set(true);
+                let mut last_work = Instant::now();
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        last_work = Instant::now();
+                    } else if last_work.elapsed() > SPIN_IDLE_LIMIT {
+                        break;
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+                SPINNING.set(false);
+            });
+        }
+        let _done = Done(&done);
+        f()
+    })
+}
+
+/// How long a spinning worker waits without work before it sleeps: longer than the serial
+/// stretches between the parallel operators of a run.
+const SPIN_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_micros(500);
+
 impl Executable for CpuExecutable {
     fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
         check_inputs(&self.inputs, inputs)?;
@@ -971,14 +1029,14 @@ impl Executable for CpuExecutable {
         let outputs = match planned {
             Some((None, _)) => self
                 .pool
-                .install(|| self.run_allocating(inputs, None, &mut times))?,
+                .install(|| with_hot_workers(|| self.run_allocating(inputs, None, &mut times)))?,
             Some((Some(plan), mut arena)) => {
                 if arena.len() < plan.arena_len {
                     arena = vec![0.0; plan.arena_len];
                 }
-                let out = self
-                    .pool
-                    .install(|| self.run_planned(&plan, &mut arena, inputs, &mut times));
+                let out = self.pool.install(|| {
+                    with_hot_workers(|| self.run_planned(&plan, &mut arena, inputs, &mut times))
+                });
                 let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(p) = plans.iter_mut().find(|p| p.key == key) {
                     p.idle.push(arena);
@@ -990,9 +1048,9 @@ impl Executable for CpuExecutable {
                     types: vec![None; self.num_values],
                     statics: vec![None; self.num_values],
                 };
-                let out = self
-                    .pool
-                    .install(|| self.run_allocating(inputs, Some(&mut rec), &mut times))?;
+                let out = self.pool.install(|| {
+                    with_hot_workers(|| self.run_allocating(inputs, Some(&mut rec), &mut times))
+                })?;
                 let plan = self.build_plan(rec).map(Arc::new);
                 let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
                 if !plans.iter().any(|p| p.key == key) {
