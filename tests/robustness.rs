@@ -1209,3 +1209,41 @@ fn seeded_mutations_of_real_models_never_panic() {
         }
     }
 }
+
+/// Runs from several threads at once into one compiled graph: every worker thread is shared
+/// (and spins while a run is on), so this is where a scheduling bug would hang or mix
+/// results. Each thread's answer must equal the one-at-a-time answer, bit for bit.
+#[test]
+fn concurrent_runs_of_one_graph_agree_with_serial_runs() {
+    let mut g = accel_core::onnx::load_model(model_path("unet128.onnx")).unwrap();
+    passes::optimize(&mut g).unwrap();
+    let opts = CompileOptions {
+        threads: Some(2),
+        ..Default::default()
+    };
+    let exe = CpuBackend::new().compile(&g, &opts).unwrap();
+    let inputs: Vec<Tensor> = (0..4)
+        .map(|_| accel_tests::random_f32(&[1, 128, 128, 3], 0.0, 1.0))
+        .collect();
+    let serial: Vec<Vec<Tensor>> = inputs
+        .iter()
+        .map(|x| exe.run(&[x.view()]).unwrap())
+        .collect();
+    std::thread::scope(|s| {
+        for (x, want) in inputs.iter().zip(&serial) {
+            let exe = &exe;
+            s.spawn(move || {
+                for _ in 0..5 {
+                    let got = exe.run(&[x.view()]).unwrap();
+                    for (a, b) in got.iter().zip(want) {
+                        assert_eq!(
+                            accel_tests::max_abs_diff(a, b),
+                            0.0,
+                            "a concurrent run differs from the serial run on the same input"
+                        );
+                    }
+                }
+            });
+        }
+    });
+}
