@@ -439,6 +439,8 @@ struct RecurrentWeights {
     hidden: usize,
     block: usize,
     data: Vec<f32>,
+    /// Where the weights start in `data`: at a 64-byte boundary.
+    offset: usize,
 }
 
 impl RecurrentWeights {
@@ -446,11 +448,14 @@ impl RecurrentWeights {
         let gates = 4 * hidden;
         let block = recurrent_block().min(gates);
         let blocks = gates.div_ceil(block);
-        let mut data = vec![0.0f32; blocks * hidden * block];
+        let len = blocks * hidden * block;
+        let mut data = vec![0.0f32; len + 15];
+        let offset = data.as_ptr().align_offset(64);
+        let w = &mut data[offset..offset + len];
         for b in 0..blocks {
             for k in 0..hidden {
                 for j in 0..block.min(gates - b * block) {
-                    data[(b * hidden + k) * block + j] = r[(b * block + j) * hidden + k];
+                    w[(b * hidden + k) * block + j] = r[(b * block + j) * hidden + k];
                 }
             }
         }
@@ -458,6 +463,7 @@ impl RecurrentWeights {
             hidden,
             block,
             data,
+            offset,
         }
     }
 
@@ -474,7 +480,10 @@ impl RecurrentWeights {
     #[inline(always)]
     fn add_blocks<const B: usize, const FMA: bool>(&self, gates: &mut [f32], hb: &[f32]) {
         let h = self.hidden;
-        for (gb, wb) in gates.chunks_mut(B).zip(self.data.chunks_exact(h * B)) {
+        for (gb, wb) in gates
+            .chunks_mut(B)
+            .zip(self.data[self.offset..].chunks_exact(h * B))
+        {
             let mut acc = [0.0f32; B];
             for (&hk, w) in hb.iter().zip(wb.chunks_exact(B)) {
                 for j in 0..B {
@@ -492,7 +501,7 @@ impl RecurrentWeights {
     /// Gate vectors shorter than one block (hidden sizes below 16 or 32).
     fn add_blocks_any<const FMA: bool>(&self, gates: &mut [f32], hb: &[f32]) {
         let b = self.block;
-        for (&hk, w) in hb.iter().zip(self.data.chunks_exact(b)) {
+        for (&hk, w) in hb.iter().zip(self.data[self.offset..].chunks_exact(b)) {
             for (g, &r) in gates.iter_mut().zip(w) {
                 *g = if FMA { r.mul_add(hk, *g) } else { r * hk + *g };
             }
