@@ -82,11 +82,18 @@ fn current() -> Arc<ScratchPool> {
 }
 
 /// A pooled buffer of f32s; returns to the pool it came from on drop.
+///
+/// Its values start on a 64-byte boundary (`offset` values into `data`): a misaligned
+/// buffer makes every zmm load of a packed panel split across two cache lines.
 #[derive(Default, Debug)]
 pub struct Scratch {
     data: Vec<f32>,
+    offset: usize,
     pool: Option<Arc<ScratchPool>>,
 }
+
+/// Extra values a buffer holds so that `len` of them fit after its 64-byte boundary.
+const ALIGN_SLACK: usize = 64 / 4 - 1;
 
 impl Scratch {
     /// An empty buffer; no pool is touched until it is sized.
@@ -103,35 +110,36 @@ impl Scratch {
 
     /// Makes this `len` zeros, swapping in a pooled buffer when this one is too small.
     pub fn reset_zeroed(&mut self, len: usize) -> &mut [f32] {
-        if self.data.capacity() < len {
+        if self.data.capacity() < len + ALIGN_SLACK {
             let pool = current();
-            let old = std::mem::replace(&mut self.data, pool.take(len));
+            let old = std::mem::replace(&mut self.data, pool.take(len + ALIGN_SLACK));
             if let Some(p) = self.pool.replace(pool) {
                 p.give_back(old);
             }
         }
+        // The buffer never moves within its capacity, so neither does the boundary.
+        self.offset = self.data.as_ptr().align_offset(64).min(ALIGN_SLACK);
         self.data.clear();
-        self.data.resize(len, 0.0);
-        &mut self.data
+        self.data.resize(self.offset + len, 0.0);
+        &mut self.data[self.offset..]
     }
 
     /// Makes this `len` values for a caller that writes every one of them: unlike
     /// [`Scratch::reset_zeroed`] it does not clear what a previous use left (only values
     /// past the old length are zeroed), which saves a pass over large buffers.
     pub fn reset_for_overwrite(&mut self, len: usize) -> &mut [f32] {
-        if self.data.capacity() < len {
+        if self.data.capacity() < len + ALIGN_SLACK {
             return self.reset_zeroed(len);
         }
-        self.data.resize(len, 0.0);
-        &mut self.data
+        self.data.resize(self.offset + len, 0.0);
+        &mut self.data[self.offset..]
     }
 }
 
 impl Clone for Scratch {
     fn clone(&self) -> Scratch {
         let mut s = Scratch::new();
-        s.reset_zeroed(self.data.len());
-        s.data.copy_from_slice(&self.data);
+        s.reset_for_overwrite(self.len()).copy_from_slice(self);
         s
     }
 }
@@ -147,12 +155,12 @@ impl Drop for Scratch {
 impl Deref for Scratch {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.data
+        &self.data[self.offset..]
     }
 }
 
 impl DerefMut for Scratch {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.data
+        &mut self.data[self.offset..]
     }
 }
