@@ -969,6 +969,12 @@ fn with_hot_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     thread_local! {
         static SPINNING: Cell<bool> = const { Cell::new(false) };
     }
+    struct ClearOnDrop;
+    impl Drop for ClearOnDrop {
+        fn drop(&mut self) {
+            SPINNING.set(false);
+        }
+    }
     /// Ends the spinning however `f` ends, a panic included.
     struct Done<'a>(&'a AtomicBool);
     impl Drop for Done<'_> {
@@ -989,6 +995,8 @@ fn with_hot_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                     return;
                 }
                 SPINNING.set(true);
+                // Cleared however the loop ends (a job it ran may panic).
+                let _spinning = ClearOnDrop;
                 let mut last_work = Instant::now();
                 while !done.load(Ordering::Acquire) {
                     if rayon::yield_now() == Some(rayon::Yield::Executed) {
@@ -999,7 +1007,6 @@ fn with_hot_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
                         std::hint::spin_loop();
                     }
                 }
-                SPINNING.set(false);
             });
         }
         let _done = Done(&done);

@@ -186,6 +186,9 @@ impl ConvTransposeKernel {
         let (icg, ocg) = (self.in_channels / g, self.out_channels_per_group);
         let oc = ocg * g;
         let pixels = in_hw[0] * in_hw[1];
+        let isa = isa::active();
+        // The same for every image and group.
+        let planes = PhasePlanes::new(&rw, in_hw);
         // Every element of cols is written by the GEMM: no zeroing pass.
         let mut cols = Scratch::new();
         let cols = cols.reset_for_overwrite(ocg * kh * kw * pixels);
@@ -218,8 +221,6 @@ impl ConvTransposeKernel {
                 };
                 let bias = &self.bias[gi * ocg..(gi + 1) * ocg];
                 let act = self.attrs.activation;
-                let isa = isa::active();
-                let planes = PhasePlanes::new(&rw, in_hw);
                 let cols = &*cols;
                 let block_job = |scratch: &mut Scratch, o: usize, y0: usize, block: &mut [f32]| {
                     let rows = Col2Im {
