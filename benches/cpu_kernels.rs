@@ -103,7 +103,8 @@ type OpCase = (
 );
 
 /// Depthwise 3x3 (U-Net encoder), a small-k pointwise conv (U-Net block_1_expand), the
-/// CRNN's convs (conv2 by implicit GEMM, the stem by the direct kernel) and its
+/// CRNN's convs (conv2 by implicit GEMM, the stem by the direct kernel), the U-Net's
+/// stride-2 stem (direct, phase rows) and the CRNN's
 /// bidirectional LSTM (input GEMM + recurrence), as whole operators.
 fn operators(c: &mut Criterion) {
     let mut group = c.benchmark_group("op");
@@ -142,6 +143,13 @@ fn operators(c: &mut Criterion) {
             vec![1, 3, 50, 350],
             vec![("w", vec![32, 3, 3, 3]), ("b", vec![32])],
             2 * 27 * 32 * 50 * 350,
+        ),
+        (
+            "unet_stem_conv_3to16_s2_128x128",
+            conv_op(3, 2, 1, 1),
+            vec![1, 3, 128, 128],
+            vec![("w", vec![16, 3, 3, 3]), ("b", vec![16])],
+            2 * 27 * 16 * 64 * 64,
         ),
         (
             "crnn_bilstm_h128_in64_seq87",

@@ -243,7 +243,7 @@ fn strided_conv_with_a_leading_pad_matches_reference() {
     }
 }
 
-/// Stem convolutions (1 to 4 input channels, stride 1, one group): the direct kernel on
+/// Stem convolutions (1 to 4 input channels, strides 1 to 3, one group): the direct kernel on
 /// AVX-512F and AVX2, im2col + GEMM on the portable path.
 #[test]
 fn stem_conv_matches_reference_on_random_shapes() {
@@ -260,15 +260,20 @@ fn stem_conv_matches_reference_on_random_shapes() {
         let x = random_f32(&[rng_usize(1, 2), c, h, w], -1.0, 1.0);
         let wt = random_f32(&[oc, c, k[0], k[1]], -1.0, 1.0);
         let bias = Some(random_f32(&[oc], -1.0, 1.0));
+        let strides = [rng_usize(1, 3), rng_usize(1, 3)];
         let params = ConvParams {
             kernel: k,
-            strides: [1, 1],
+            strides,
             dilations: [1, 1],
             pads: p,
             group: 1,
             activation: activation(),
         };
-        let what = format!("stem Conv x{:?} w{:?} pads {p:?}", x.shape(), wt.shape());
+        let what = format!(
+            "stem Conv x{:?} w{:?} strides {strides:?} pads {p:?}",
+            x.shape(),
+            wt.shape()
+        );
         check_conv(&what, x, wt, bias, params);
     }
 }

@@ -430,6 +430,10 @@ pub fn run(mut a: Args) -> Result<()> {
             a.reference
         );
     }
+    match a.threads {
+        Some(t) => println!("threads per run: {t} (--threads), for every backend"),
+        None => println!("threads per run: each backend's default"),
+    }
     let mut explained = Vec::new();
     for r in reports
         .iter()

@@ -309,12 +309,39 @@ mod avx2 {
     // avx2 and fma, whose features it inherits: a `#[target_feature]` function of its own
     // is not always inlined, and then the [__m256; 12] tile goes through memcpy.
 
-    /// The 12 accumulators of A panel `a` (k x 6) times B panel `b` (k x 16), added to `c`.
+    /// The accumulators of A panel `a` (k x 6) times B panel `b` (k x 16), added to `c`,
+    /// for the panel's first `rows` rows; the others are left as they are. A last tile of
+    /// fewer rows (M = 8 is 6 + 2 in the U-Net's projections) skips the FMAs of its padding.
     ///
     /// # Safety
     /// AVX2 and FMA are available; `a` holds k * 6 values and `b` k * 16.
     #[inline(always)]
     pub(super) unsafe fn tile_from(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: [__m256; 12],
+    ) -> [__m256; 12] {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match rows {
+                1 => tile_rows::<1>(k, a, b, c),
+                2 => tile_rows::<2>(k, a, b, c),
+                3 => tile_rows::<3>(k, a, b, c),
+                4 => tile_rows::<4>(k, a, b, c),
+                5 => tile_rows::<5>(k, a, b, c),
+                _ => tile_rows::<MR>(k, a, b, c),
+            }
+        }
+    }
+
+    /// [`tile_from`] for R rows.
+    ///
+    /// # Safety
+    /// As for [`tile_from`].
+    #[inline(always)]
+    unsafe fn tile_rows<const R: usize>(
         k: usize,
         a: *const f32,
         b: *const f32,
@@ -327,7 +354,7 @@ mod avx2 {
                 let b0 = _mm256_loadu_ps(pb);
                 let b1 = _mm256_loadu_ps(pb.add(8));
                 let pa = a.add(p * MR);
-                for i in 0..MR {
+                for i in 0..R {
                     let ai = _mm256_broadcast_ss(&*pa.add(i));
                     c[2 * i] = _mm256_fmadd_ps(ai, b0, c[2 * i]);
                     c[2 * i + 1] = _mm256_fmadd_ps(ai, b1, c[2 * i + 1]);
@@ -352,19 +379,20 @@ mod avx2 {
         !matches!(ep.activation, Some(Activation::Sigmoid))
     }
 
-    /// A whole 6 x 16 tile: `out[i * ldc + j] = act(c + bias) + residual[i * ldc + j]`.
+    /// The first `rows` rows of a tile 16 wide: `out[i * ldc + j] = act(c + bias) +
+    /// residual[i * ldc + j]`.
     ///
     /// # Safety
-    /// AVX2 is available; rows row0..row0+6 and columns col0..col0+16 of C, at `out` with row
-    /// stride `ldc`, are in bounds and this caller's alone; so are those of the residual
-    /// when given; `Bias::Row` holds row0 + 6 values and `Bias::Col` col0 + 16.
+    /// AVX2 is available; rows row0..row0+rows and columns col0..col0+16 of C, at `out` with
+    /// row stride `ldc`, are in bounds and this caller's alone; so are those of the residual
+    /// when given; `Bias::Row` holds row0 + rows values and `Bias::Col` col0 + 16.
     #[inline(always)]
     pub(super) unsafe fn store_full(
+        rows: usize,
         c: &[__m256; 12],
         out: *mut f32,
         ldc: usize,
-        row0: usize,
-        col0: usize,
+        [row0, col0]: [usize; 2],
         ep: &Epilogue,
         residual: Option<*const f32>,
     ) {
@@ -376,7 +404,7 @@ mod avx2 {
                 Some(Activation::Clip { min, max }) => (_mm256_set1_ps(min), _mm256_set1_ps(max)),
                 _ => (zero, zero),
             };
-            for i in 0..MR {
+            for i in 0..rows.min(MR) {
                 let (mut v0, mut v1) = (c[2 * i], c[2 * i + 1]);
                 match ep.bias {
                     Bias::None => {}
@@ -456,7 +484,8 @@ pub fn gemm(a: &PackedA, b: &PackedB, c: &mut [f32], ldc: usize, ep: Epilogue) {
 }
 
 /// C = A·B where B's column panels are produced on demand by `fill(panel_index, panel)` into
-/// a zeroed [k][nr] buffer (`nr` from [`Blocking::active`]), right before use: the panel is
+/// a [k][nr] buffer (`nr` from [`Blocking::active`]) of stale values, every one of which
+/// `fill` must write (zeros past n included), right before use: the panel is
 /// hot in L1 for every A panel, and no k x n copy of B is ever materialised (convolution's
 /// im2col works this way).
 pub fn gemm_fill_b(
@@ -681,7 +710,8 @@ fn gemm_panels(
         let b_panel: &[f32] = match &src {
             PanelSource::Packed(b) => b.panel(tj, scratch),
             PanelSource::Fill(fill) => {
-                let panel = scratch.reset_zeroed(k * nr);
+                // A zeroing pass here cost 4% of a U-Net run: the panel outgrows L1.
+                let panel = scratch.reset_for_overwrite(k * nr);
                 fill(tj, panel);
                 panel
             }
@@ -782,6 +812,7 @@ impl ColumnTiles<'_> {
         let b = self.b_panel.as_ptr();
         let mut a_scratch = Scratch::new();
         let kc = self.depth_chunk();
+        let rows = |ti: usize| mr.min(a.m - ti * mr);
         if kc >= k {
             for ti in self.tiles.clone() {
                 self.prefetch_c(ti);
@@ -790,7 +821,7 @@ impl ColumnTiles<'_> {
                 // SAFETY: avx2 and fma are enabled here; the A panel holds k * mr values and
                 // the B panel k * nr (asserted).
                 unsafe {
-                    let c = avx2::tile_from(k, panel.as_ptr(), b, avx2::zeros());
+                    let c = avx2::tile_from(rows(ti), k, panel.as_ptr(), b, avx2::zeros());
                     self.finish_avx2(ti, &c);
                 }
             }
@@ -818,7 +849,8 @@ impl ColumnTiles<'_> {
                     } else {
                         avx2::reload(sums)
                     };
-                    let c = avx2::tile_from(kk, panel[k0 * mr..].as_ptr(), b.add(k0 * nr), init);
+                    let (pa, pb) = (panel[k0 * mr..].as_ptr(), b.add(k0 * nr));
+                    let c = avx2::tile_from(rows(ti), kk, pa, pb, init);
                     if last {
                         self.finish_avx2(ti, &c);
                     } else {
@@ -867,8 +899,8 @@ impl ColumnTiles<'_> {
         k.div_ceil(slices).div_ceil(8) * 8
     }
 
-    /// A finished tile on its way to C: the register epilogue for whole tiles, the scalar one
-    /// for partial tiles and sigmoid.
+    /// A finished tile on its way to C: the register epilogue for tiles 16 columns wide (of
+    /// any number of rows), the scalar one for narrower tiles and sigmoid.
     ///
     /// # Safety
     /// AVX2 is available.
@@ -877,17 +909,17 @@ impl ColumnTiles<'_> {
     unsafe fn finish_avx2(&self, ti: usize, c: &[std::arch::x86_64::__m256; 12]) {
         let (mr, nr) = (avx2::MR, avx2::NR);
         let (row0, nrows) = (ti * mr, mr.min(self.a.m - ti * mr));
-        if avx2::in_registers(&self.ep) && nrows == mr && self.cols == nr {
+        if avx2::in_registers(&self.ep) && self.cols == nr {
             let at = row0 * self.ldc + self.col0;
-            // SAFETY: this task owns rows row0..row0+mr and columns col0..col0+nr of C,
+            // SAFETY: this task owns rows row0..row0+nrows and columns col0..col0+nr of C,
             // which gemm_panels checked are inside C (and the residual, and the bias).
             unsafe {
                 avx2::store_full(
+                    nrows,
                     c,
                     self.c.get().add(at),
                     self.ldc,
-                    row0,
-                    self.col0,
+                    [row0, self.col0],
                     &self.ep,
                     self.ep.residual.map(|r| r[at..].as_ptr()),
                 )
