@@ -4,7 +4,8 @@
 
 use accel_benches::random_vec;
 use accel_core::ir::{
-    Activation, AutoPad, Conv, Dim, Direction, Graph, Lstm, Node, Op, ValueInfo, Window,
+    Activation, AutoPad, Conv, ConvTranspose, Dim, Direction, Graph, Lstm, Node, Op, ValueInfo,
+    Window,
 };
 use accel_core::{Backend, CompileOptions, DType, Executable, Tensor};
 use accel_cpu::CpuBackend;
@@ -93,6 +94,23 @@ fn conv_op(k: usize, stride: usize, pad: usize, group: usize) -> Op {
     })
 }
 
+/// The U-Net decoder's stride-2 ConvTranspose with kernel k and pads [p0, p0, p1, p1].
+fn conv_transpose_op(k: usize, pads: [usize; 2]) -> Op {
+    Op::ConvTranspose(ConvTranspose {
+        window: Window {
+            kernel_shape: vec![k, k],
+            strides: vec![2, 2],
+            dilations: vec![],
+            pads: vec![pads[0], pads[0], pads[1], pads[1]],
+            auto_pad: AutoPad::NotSet,
+        },
+        group: 1,
+        output_padding: vec![],
+        output_shape: None,
+        activation: None,
+    })
+}
+
 /// (name, op, input shape, constants with their shapes, FLOPs)
 type OpCase = (
     &'static str,
@@ -150,6 +168,41 @@ fn operators(c: &mut Criterion) {
             vec![1, 3, 128, 128],
             vec![("w", vec![16, 3, 3, 3]), ("b", vec![16])],
             2 * 27 * 16 * 64 * 64,
+        ),
+        (
+            "unet_up0_convtranspose_112to128_k4s2_4x4",
+            conv_transpose_op(4, [1, 1]),
+            vec![1, 112, 4, 4],
+            vec![("w", vec![112, 128, 4, 4]), ("b", vec![128])],
+            2 * 112 * 128 * 16 * 16,
+        ),
+        (
+            "unet_up1_convtranspose_320to64_k4s2_8x8",
+            conv_transpose_op(4, [1, 1]),
+            vec![1, 320, 8, 8],
+            vec![("w", vec![320, 64, 4, 4]), ("b", vec![64])],
+            2 * 320 * 64 * 16 * 64,
+        ),
+        (
+            "unet_up2_convtranspose_160to32_k4s2_16x16",
+            conv_transpose_op(4, [1, 1]),
+            vec![1, 160, 16, 16],
+            vec![("w", vec![160, 32, 4, 4]), ("b", vec![32])],
+            2 * 160 * 32 * 16 * 256,
+        ),
+        (
+            "unet_up3_convtranspose_80to16_k4s2_32x32",
+            conv_transpose_op(4, [1, 1]),
+            vec![1, 80, 32, 32],
+            vec![("w", vec![80, 16, 4, 4]), ("b", vec![16])],
+            2 * 80 * 16 * 16 * 1024,
+        ),
+        (
+            "unet_last_convtranspose_64to1_k3s2_64x64",
+            conv_transpose_op(3, [0, 1]),
+            vec![1, 64, 64, 64],
+            vec![("w", vec![64, 1, 3, 3]), ("b", vec![1])],
+            2 * 64 * 9 * 64 * 64,
         ),
         (
             "crnn_bilstm_h128_in64_seq87",

@@ -428,9 +428,16 @@ fn conv_transpose_matches_reference_on_random_shapes() {
             rng_usize(0, k[0] - 1),
             rng_usize(0, k[1] - 1),
         ];
-        // Tall enough that the padding leaves at least one output row and column.
-        let h = rng_usize(1, 12) + (p[0] + p[2]).div_ceil(s[0]);
-        let w = rng_usize(1, 20) + (p[1] + p[3]).div_ceil(s[1]);
+        // Tall enough that the padding leaves at least one output row and column. Odd
+        // cases have outputs of at least 16 x 20, past the gather map's 256 pixels, so both
+        // col2im paths are checked.
+        let (h0, w0) = if case % 2 == 1 {
+            (rng_usize(16, 20), rng_usize(20, 30))
+        } else {
+            (rng_usize(1, 12), rng_usize(1, 20))
+        };
+        let h = h0 + (p[0] + p[2]).div_ceil(s[0]);
+        let w = w0 + (p[1] + p[3]).div_ceil(s[1]);
         let x = random_f32(&[rng_usize(1, 2), icg * group, h, w], -1.0, 1.0);
         let wt = random_f32(&[icg * group, ocg, k[0], k[1]], -1.0, 1.0);
         let bias = (case % 2 == 0).then(|| random_f32(&[ocg * group], -1.0, 1.0));

@@ -16,6 +16,10 @@ use accel_core::ir::{ConvTranspose, Node};
 use accel_core::ops::{ResolvedWindow, resolve_conv_transpose};
 use accel_core::{Error, Result, Tensor, TensorView};
 use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// Output planes up to this many pixels go through [`TapGather`].
+const GATHER_MAX_PIXELS: usize = 256;
 
 pub struct ConvTransposeKernel {
     attrs: ConvTranspose,
@@ -25,6 +29,8 @@ pub struct ConvTransposeKernel {
     /// Per group: W_g^T as [ocg * kh * kw, icg].
     packed: Vec<PackedA>,
     bias: Vec<f32>,
+    /// The gather map of the last small output plane run.
+    gather: Mutex<Option<Arc<TapGather>>>,
 }
 
 impl ConvTransposeKernel {
@@ -88,6 +94,7 @@ impl ConvTransposeKernel {
             kernel,
             packed,
             bias,
+            gather: Mutex::new(None),
         })
     }
 
@@ -188,6 +195,7 @@ impl ConvTransposeKernel {
         let pixels = in_hw[0] * in_hw[1];
         let isa = isa::active();
         // The same for every image and group.
+        let gather = (oh * ow <= GATHER_MAX_PIXELS).then(|| self.tap_gather(&rw, in_hw));
         let planes = PhasePlanes::new(&rw, in_hw);
         // Every element of cols is written by the GEMM: no zeroing pass.
         let mut cols = Scratch::new();
@@ -231,6 +239,7 @@ impl ConvTransposeKernel {
                         out_hw: [oh, ow],
                         rw: &rw,
                         planes: planes.as_ref(),
+                        gather: gather.as_deref(),
                     };
                     rows.run(isa, block, scratch);
                     if let Some(a) = act {
@@ -259,6 +268,81 @@ impl ConvTransposeKernel {
         }
         Ok(())
     }
+
+    /// The gather map for `rw` on `in_hw`, built once per geometry.
+    fn tap_gather(&self, rw: &ResolvedWindow, in_hw: [usize; 2]) -> Arc<TapGather> {
+        let mut cached = self.gather.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = cached.as_ref().filter(|g| g.in_hw == in_hw && g.rw == *rw) {
+            return g.clone();
+        }
+        let g = Arc::new(TapGather::new(rw, in_hw));
+        *cached = Some(g.clone());
+        g
+    }
+}
+
+/// For small output planes (the U-Net's up0 and up1, 8x8 and 16x16), each output value's
+/// contributions as offsets into its channel's columns: `offsets[starts[q]..starts[q + 1]]`
+/// for output pixel q. Summing those is a few scalar loads per output, where the
+/// run-per-tap paths spend more on setting up each of their short runs (col2im took as
+/// long as the GEMM on up0).
+struct TapGather {
+    in_hw: [usize; 2],
+    rw: ResolvedWindow,
+    starts: Vec<u32>,
+    offsets: Vec<u32>,
+}
+
+impl TapGather {
+    fn new(rw: &ResolvedWindow, in_hw: [usize; 2]) -> TapGather {
+        let [ih, iw] = in_hw;
+        let (oh, ow) = (rw.output[0], rw.output[1]);
+        let (kh, kw) = (rw.kernel[0], rw.kernel[1]);
+        // (output pixel, cols offset) of every tap that lands inside the output.
+        let mut hits = Vec::new();
+        for ky in 0..kh {
+            for kx in 0..kw {
+                for iy in 0..ih {
+                    let oy =
+                        (iy * rw.strides[0] + ky * rw.dilations[0]).checked_sub(rw.pads_begin[0]);
+                    let Some(oy) = oy.filter(|&y| y < oh) else {
+                        continue;
+                    };
+                    for ix in 0..iw {
+                        let ox = (ix * rw.strides[1] + kx * rw.dilations[1])
+                            .checked_sub(rw.pads_begin[1]);
+                        if let Some(ox) = ox.filter(|&x| x < ow) {
+                            let at = ((ky * kw + kx) * ih + iy) * iw + ix;
+                            hits.push((oy * ow + ox, at as u32));
+                        }
+                    }
+                }
+            }
+        }
+        hits.sort_unstable();
+        let mut starts = vec![0u32; oh * ow + 1];
+        for &(q, _) in &hits {
+            starts[q + 1] += 1;
+        }
+        for q in 0..oh * ow {
+            starts[q + 1] += starts[q];
+        }
+        TapGather {
+            in_hw,
+            rw: rw.clone(),
+            starts,
+            offsets: hits.into_iter().map(|(_, at)| at).collect(),
+        }
+    }
+
+    /// out[j] = bias + the contributions to output pixel q0 + j, from one channel's `cols`.
+    fn run(&self, cols: &[f32], bias: f32, q0: usize, out: &mut [f32]) {
+        let starts = &self.starts[q0..q0 + out.len() + 1];
+        for (o, s) in out.iter_mut().zip(starts.windows(2)) {
+            let taps = &self.offsets[s[0] as usize..s[1] as usize];
+            *o = taps.iter().fold(bias, |acc, &at| acc + cols[at as usize]);
+        }
+    }
 }
 
 /// Whole output rows y0.. of one channel from its columns: out[iy*sh - pt + ky*dh,
@@ -276,6 +360,7 @@ struct Col2Im<'a> {
     out_hw: [usize; 2],
     rw: &'a ResolvedWindow,
     planes: Option<&'a PhasePlanes>,
+    gather: Option<&'a TapGather>,
 }
 
 /// Where the taps of a strided ConvTranspose land in the output's phase planes: plane
@@ -336,9 +421,10 @@ impl Col2Im<'_> {
 
     #[inline(always)]
     fn dispatch(&self, out: &mut [f32], scratch: &mut Scratch, avx2: bool) {
-        match self.planes {
-            Some(pp) => self.by_planes(pp, out, scratch, avx2),
-            None => self.rows(out, scratch, avx2),
+        match (self.gather, self.planes) {
+            (Some(g), _) => g.run(self.cols, self.bias, self.y0 * self.out_hw[1], out),
+            (None, Some(pp)) => self.by_planes(pp, out, scratch, avx2),
+            (None, None) => self.rows(out, scratch, avx2),
         }
     }
 
