@@ -873,10 +873,12 @@ impl ColumnTiles<'_> {
             let (row0, nrows) = (ti * mr, mr.min(self.a.m - ti * mr));
             for r in row0..row0 + nrows {
                 let at = r * self.ldc + self.col0;
-                for p in [at, at + self.cols - 1] {
-                    // SAFETY: inside C (gemm_panels checked its size); a prefetch reads
-                    // nothing and never faults.
-                    unsafe { _mm_prefetch::<_MM_HINT_ET0>(self.c.get().add(p).cast::<i8>()) };
+                for p in [at, at + self.cols - 1, at + self.cols, at + 2 * self.cols - 1] {
+                    // A prefetch reads nothing and never faults, and the address is not
+                    // dereferenced (past the last panel it may lie outside C).
+                    let line = self.c.get().wrapping_add(p).cast::<i8>();
+                    // SAFETY: see above.
+                    unsafe { _mm_prefetch::<_MM_HINT_ET0>(line) };
                 }
             }
         }
