@@ -478,28 +478,3 @@ fn copy_run(dst: &mut [f32], src: &[f32]) {
         _ => dst.copy_from_slice(src),
     }
 }
-
-/// Column panel `pj` (`nr` wide) of a [k, n] row-major matrix (a 1x1 convolution's input).
-pub(crate) fn copy_panel(x: &[f32], k: usize, n: usize, pj: usize, nr: usize, panel: &mut [f32]) {
-    let (col0, cols) = (pj * nr, nr.min(n - pj * nr));
-    // Whole panels as fixed-size row copies: with the width a runtime value, the compiler
-    // turned every 64-byte row into a memcpy call (3% of a U-Net run).
-    match (cols, nr) {
-        (16, 16) => return copy_rows::<16>(x, k, n, col0, panel),
-        (32, 32) => return copy_rows::<32>(x, k, n, col0, panel),
-        _ => {}
-    }
-    for p in 0..k {
-        let at = p * n + col0;
-        panel[p * nr..p * nr + cols].copy_from_slice(&x[at..at + cols]);
-        panel[p * nr + cols..(p + 1) * nr].fill(0.0);
-    }
-}
-
-/// Rows 0..k of columns col0..col0 + N of a [k, n] matrix into a [k][N] panel.
-fn copy_rows<const N: usize>(x: &[f32], k: usize, n: usize, col0: usize, panel: &mut [f32]) {
-    for (p, dst) in panel[..k * N].chunks_exact_mut(N).enumerate() {
-        let src: &[f32; N] = x[p * n + col0..][..N].try_into().expect("N columns");
-        dst.copy_from_slice(src);
-    }
-}

@@ -7,8 +7,7 @@
 //! phase's GEMM has only the layer's output channels as rows (16 to 64), so each B panel
 //! serves few tiles, and narrow images pad the phase grid.
 
-use super::conv::copy_panel;
-use super::gemm::{Blocking, Epilogue, PackedA, gemm_fill_b};
+use super::gemm::{Epilogue, ImplicitB, PackedA, gemm_implicit};
 use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output, spatial_2d};
 use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
@@ -31,6 +30,8 @@ pub struct ConvTransposeKernel {
     bias: Vec<f32>,
     /// The gather map of the last small output plane run.
     gather: Mutex<Option<Arc<TapGather>>>,
+    /// Where each input channel's row of X starts, for the last input size.
+    x_rows: Mutex<Option<Arc<[usize]>>>,
 }
 
 impl ConvTransposeKernel {
@@ -95,6 +96,7 @@ impl ConvTransposeKernel {
             packed,
             bias,
             gather: Mutex::new(None),
+            x_rows: Mutex::new(None),
         })
     }
 
@@ -200,22 +202,15 @@ impl ConvTransposeKernel {
         // Every element of cols is written by the GEMM: no zeroing pass.
         let mut cols = Scratch::new();
         let cols = cols.reset_for_overwrite(ocg * kh * kw * pixels);
+        let x_rows = self.x_rows(icg, pixels);
         for b in 0..n {
             for gi in 0..g {
                 let xg = &xv[(b * c + gi * icg) * pixels..(b * c + (gi + 1) * icg) * pixels];
-                // X's column panels are copied right before use instead of packing all of
-                // X first: the same copy, but into a panel that is hot in L1.
-                let nr = Blocking::active().nr;
-                let fill =
-                    |pj: usize, panel: &mut [f32]| copy_panel(xg, icg, pixels, pj, nr, panel);
-                gemm_fill_b(
-                    &self.packed[gi],
-                    pixels,
-                    &fill,
-                    cols,
-                    pixels,
-                    Epilogue::NONE,
-                );
+                // X as the GEMM's B, one row of all pixels per input channel: its column
+                // panels are copied right before use (into a panel hot in L1), or read in
+                // place where few tiles share each.
+                let xb = ImplicitB::new(xg, &x_rows, 1, pixels, 0);
+                gemm_implicit(&self.packed[gi], &xb, cols, pixels, Epilogue::NONE);
                 let og =
                     &mut out[(b * oc + gi * ocg) * oh * ow..(b * oc + (gi + 1) * ocg) * oh * ow];
                 // Output rows in blocks, so a layer with few output channels (the U-Net's
@@ -267,6 +262,20 @@ impl ConvTransposeKernel {
             }
         }
         Ok(())
+    }
+
+    /// Offsets c * pixels of X's channel rows, built once per input size.
+    fn x_rows(&self, channels: usize, pixels: usize) -> Arc<[usize]> {
+        let mut cached = self.x_rows.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = cached
+            .as_ref()
+            .filter(|r| r.len() == channels && r.get(1).is_none_or(|&o| o == pixels))
+        {
+            return r.clone();
+        }
+        let rows: Arc<[usize]> = (0..channels).map(|c| c * pixels).collect();
+        *cached = Some(rows.clone());
+        rows
     }
 
     /// The gather map for `rw` on `in_hw`, built once per geometry.

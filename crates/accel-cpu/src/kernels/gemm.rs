@@ -324,33 +324,78 @@ mod avx2 {
         c: [__m256; 12],
     ) -> [__m256; 12] {
         // SAFETY: the caller's contract.
+        unsafe { tile_dispatch(rows, k, a, b, None, c) }
+    }
+
+    /// [`tile_from`] with row p of B read in place at `b + b_rows[p]` (16 values each)
+    /// instead of from a packed panel.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; `a` holds k * 6 values, `b_rows` k offsets, and 16 values
+    /// from each `b + b_rows[p]` are readable.
+    #[inline(always)]
+    pub(super) unsafe fn tile_from_rows(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        b_rows: *const usize,
+        c: [__m256; 12],
+    ) -> [__m256; 12] {
+        // SAFETY: the caller's contract.
+        unsafe { tile_dispatch(rows, k, a, b, Some(b_rows), c) }
+    }
+
+    #[inline(always)]
+    unsafe fn tile_dispatch(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        b_rows: Option<*const usize>,
+        c: [__m256; 12],
+    ) -> [__m256; 12] {
+        // SAFETY: the callers' contracts.
         unsafe {
-            match rows {
-                1 => tile_rows::<1>(k, a, b, c),
-                2 => tile_rows::<2>(k, a, b, c),
-                3 => tile_rows::<3>(k, a, b, c),
-                4 => tile_rows::<4>(k, a, b, c),
-                5 => tile_rows::<5>(k, a, b, c),
-                _ => tile_rows::<MR>(k, a, b, c),
+            match (rows, b_rows) {
+                (1, None) => tile_rows::<1, false>(k, a, b, b, c),
+                (2, None) => tile_rows::<2, false>(k, a, b, b, c),
+                (3, None) => tile_rows::<3, false>(k, a, b, b, c),
+                (4, None) => tile_rows::<4, false>(k, a, b, b, c),
+                (5, None) => tile_rows::<5, false>(k, a, b, b, c),
+                (_, None) => tile_rows::<MR, false>(k, a, b, b, c),
+                (1, Some(o)) => tile_rows::<1, true>(k, a, b, o.cast(), c),
+                (2, Some(o)) => tile_rows::<2, true>(k, a, b, o.cast(), c),
+                (3, Some(o)) => tile_rows::<3, true>(k, a, b, o.cast(), c),
+                (4, Some(o)) => tile_rows::<4, true>(k, a, b, o.cast(), c),
+                (5, Some(o)) => tile_rows::<5, true>(k, a, b, o.cast(), c),
+                (_, Some(o)) => tile_rows::<MR, true>(k, a, b, o.cast(), c),
             }
         }
     }
 
-    /// [`tile_from`] for R rows.
+    /// [`tile_from`] for R rows; with ROWS, B row p at `b + b_rows[p]` (`b_rows` a usize
+    /// array passed as a pointer of any type), else at `b + p * 16`.
     ///
     /// # Safety
-    /// As for [`tile_from`].
+    /// As for [`tile_from`] and [`tile_from_rows`].
     #[inline(always)]
-    unsafe fn tile_rows<const R: usize>(
+    unsafe fn tile_rows<const R: usize, const ROWS: bool>(
         k: usize,
         a: *const f32,
         b: *const f32,
+        b_rows: *const f32,
         mut c: [__m256; 12],
     ) -> [__m256; 12] {
+        let b_rows = b_rows.cast::<usize>();
         for p in 0..k {
             // SAFETY: the caller's contract: p < k keeps both reads inside A and B.
             unsafe {
-                let pb = b.add(p * NR);
+                let pb = if ROWS {
+                    b.add(*b_rows.add(p))
+                } else {
+                    b.add(p * NR)
+                };
                 let b0 = _mm256_loadu_ps(pb);
                 let b1 = _mm256_loadu_ps(pb.add(8));
                 let pa = a.add(p * MR);
@@ -604,6 +649,7 @@ pub fn gemm_panel(
     let job = ColumnTiles {
         a,
         b_panel,
+        b_rows: None,
         col0: 0,
         cols,
         tiles: 0..a.m.div_ceil(mr),
@@ -703,10 +749,15 @@ fn gemm_panels(
         1
     };
     let rows_per_chunk = mp.div_ceil(row_chunks);
+    // With one or two tiles per panel (the U-Net's projections to 8 channels, its last
+    // ConvTranspose with 9 rows), copying a panel costs about as much as the tiles using it:
+    // the AVX2 kernel then reads B's rows in place.
+    let direct = isa == Isa::Avx2Fma && mp <= DIRECT_MAX_TILES;
     let c_ptr = SyncPtr(c.as_mut_ptr());
     let task = |t: usize, scratch: &mut Scratch| {
         let (tj, chunk) = (t / row_chunks, t % row_chunks);
         let (y, x0, col0, cols) = columns.panel(tj, nr);
+        let mut b_rows = None;
         let b_panel: &[f32] = match &src {
             PanelSource::Packed(b) => b.panel(tj, scratch),
             PanelSource::Fill(fill) => {
@@ -716,14 +767,21 @@ fn gemm_panels(
                 panel
             }
             PanelSource::Implicit(b) => {
-                let panel = scratch.reset_for_overwrite(k * nr);
-                b.copy_panel(y * b.row_stride + x0, nr, panel);
-                panel
+                let base = y * b.row_stride + x0;
+                if direct && cols == nr && base + b.max_offset + nr <= b.data.len() {
+                    b_rows = Some(b.offsets);
+                    &b.data[base..]
+                } else {
+                    let panel = scratch.reset_for_overwrite(k * nr);
+                    b.copy_panel(base, nr, panel);
+                    panel
+                }
             }
         };
         let job = ColumnTiles {
             a,
             b_panel,
+            b_rows,
             col0,
             cols,
             tiles: chunk * rows_per_chunk..((chunk + 1) * rows_per_chunk).min(mp),
@@ -744,13 +802,18 @@ fn gemm_panels(
     }
 }
 
+/// Most row tiles for which B is read in place (see `gemm_panels`).
+const DIRECT_MAX_TILES: usize = 2;
+
 /// Tiles `tiles` of one column panel: micro-kernel, then bias, activation and residual on
 /// the way to C. Compiled once per ISA so the epilogue is vectorized as wide as the
 /// micro-kernel.
 struct ColumnTiles<'a> {
     a: &'a PackedA,
-    /// B's column panel, [k][nr].
+    /// B's column panel, [k][nr]; or, with `b_rows` (AVX2 only), B in place, row p's nr
+    /// values at `b_rows[p]`.
     b_panel: &'a [f32],
+    b_rows: Option<&'a [usize]>,
     /// First column of C and number of columns this panel covers.
     col0: usize,
     cols: usize,
@@ -762,6 +825,10 @@ struct ColumnTiles<'a> {
 
 impl ColumnTiles<'_> {
     fn run(&self, isa: Isa) {
+        assert!(
+            self.b_rows.is_none() || isa == Isa::Avx2Fma,
+            "gemm: B in place is for the AVX2 kernel"
+        );
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f.
@@ -808,11 +875,29 @@ impl ColumnTiles<'_> {
     fn run_avx2(&self) {
         let (a, k) = (self.a, self.a.k);
         let (mr, nr) = (avx2::MR, avx2::NR);
+        let mut a_scratch = Scratch::new();
+        let rows = |ti: usize| mr.min(a.m - ti * mr);
+        if let Some(b_rows) = self.b_rows {
+            assert!(b_rows.len() >= k, "gemm: too few B rows");
+            let reach = b_rows[..k].iter().max().map_or(0, |&o| o + nr);
+            assert!(self.b_panel.len() >= reach, "gemm: B rows outside B");
+            for ti in self.tiles.clone() {
+                self.prefetch_c(ti);
+                let panel = a.panel(ti, &mut a_scratch);
+                assert!(panel.len() >= k * mr);
+                // SAFETY: avx2 and fma are enabled here; the A panel holds k * mr values,
+                // b_rows k offsets, and nr values from each lie inside B (asserted).
+                unsafe {
+                    let (pa, pb, po) = (panel.as_ptr(), self.b_panel.as_ptr(), b_rows.as_ptr());
+                    let c = avx2::tile_from_rows(rows(ti), k, pa, pb, po, avx2::zeros());
+                    self.finish_avx2(ti, &c);
+                }
+            }
+            return;
+        }
         assert!(self.b_panel.len() >= k * nr, "gemm: B panel too short");
         let b = self.b_panel.as_ptr();
-        let mut a_scratch = Scratch::new();
         let kc = self.depth_chunk();
-        let rows = |ti: usize| mr.min(a.m - ti * mr);
         if kc >= k {
             for ti in self.tiles.clone() {
                 self.prefetch_c(ti);
@@ -873,7 +958,12 @@ impl ColumnTiles<'_> {
             let (row0, nrows) = (ti * mr, mr.min(self.a.m - ti * mr));
             for r in row0..row0 + nrows {
                 let at = r * self.ldc + self.col0;
-                for p in [at, at + self.cols - 1, at + self.cols, at + 2 * self.cols - 1] {
+                for p in [
+                    at,
+                    at + self.cols - 1,
+                    at + self.cols,
+                    at + 2 * self.cols - 1,
+                ] {
                     // A prefetch reads nothing and never faults, and the address is not
                     // dereferenced (past the last panel it may lie outside C).
                     let line = self.c.get().wrapping_add(p).cast::<i8>();
