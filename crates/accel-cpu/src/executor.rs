@@ -297,25 +297,30 @@ impl CpuExecutable {
     }
 }
 
-/// A batched Concat along a non-batch axis, one image per task: the U-Net's decoder concats
-/// at batch 8 were 5% of a run copied on one thread. `None` where it does not apply (batch
-/// 1, axis 0, more than [`CONCAT_MAX_PARTS`] inputs or ranks, inputs not f32 images of the
-/// output's batch), for the serial path. Nothing is allocated (a planned run allocates only
-/// its outputs).
-fn concat_per_image(
+/// A batched layout op whose output image b reads only image b of its inputs (Concat along
+/// a non-batch axis, Transpose keeping the batch axis first), one image per task: at batch
+/// 8 the U-Net's decoder concats and its NHWC input transpose took 8% of a run on one
+/// thread. `None` where it does not apply (batch 1, another op or axis, more than
+/// [`PER_IMAGE_MAX`] inputs or axes, inputs not f32 images of the output's batch), for the
+/// serial path. Nothing is allocated (a planned run allocates only its outputs).
+fn per_image(
     node: &Node,
     ins: &[Option<TensorView>],
     shape: &[usize],
     out: &mut [f32],
 ) -> Option<Result<bool>> {
     use std::sync::atomic::{AtomicBool, Ordering};
-    const MAX: usize = CONCAT_MAX_PARTS;
-    let Op::Concat { axis } = node.op else {
-        return None;
-    };
+    const MAX: usize = PER_IMAGE_MAX;
     let (n, rank) = (*shape.first()?, shape.len());
-    let axis = usize::try_from(if axis < 0 { axis + rank as i64 } else { axis }).ok()?;
-    if n < 2 || axis == 0 || axis >= rank || rank > MAX || out.len() != numel(shape) {
+    let fits = match &node.op {
+        Op::Concat { axis } => {
+            let axis = if *axis < 0 { axis + rank as i64 } else { *axis };
+            (1..rank as i64).contains(&axis)
+        }
+        Op::Transpose { perm: Some(perm) } => perm.first() == Some(&0),
+        _ => false,
+    };
+    if !fits || n < 2 || rank > MAX || out.len() != numel(shape) {
         return None;
     }
     let mut parts: [(&[f32], &[usize]); MAX] = [(&[], &[]); MAX];
@@ -364,8 +369,8 @@ fn concat_per_image(
     Some(run.map(|()| fitted.load(Ordering::Relaxed)))
 }
 
-/// Most inputs (and largest rank) [`concat_per_image`] takes.
-const CONCAT_MAX_PARTS: usize = 8;
+/// Most inputs (and largest rank) [`per_image`] takes.
+const PER_IMAGE_MAX: usize = 8;
 
 /// Folds `Add(conv_out, skip)` into the Conv's epilogue (`act(conv + bias) + skip`) when the
 /// Conv's output feeds only that Add, the skip input exists before the Conv runs, and both
@@ -947,7 +952,7 @@ impl CpuExecutable {
                 }
                 Kernel::Core => match step.outputs[0].map(|v| &plan.places[v]) {
                     Some(Place::Arena { shape, .. } | Place::Owned(Some(shape))) => {
-                        match concat_per_image(node, ins, shape, out) {
+                        match per_image(node, ins, shape, out) {
                             Some(done) => done?,
                             None => ops::eval_f32_into(node, ins, shape, out)?,
                         }

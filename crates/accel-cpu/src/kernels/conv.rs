@@ -12,6 +12,7 @@ use crate::scratch::Scratch;
 use accel_core::ir::{Conv, Node};
 use accel_core::ops::{ResolvedWindow, resolve_window};
 use accel_core::{Error, Result, Tensor, TensorView};
+use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
 /// Weights as [groups] packed A matrices of [oc/g, ic/g * kh * kw].
@@ -199,6 +200,29 @@ impl ConvKernel {
         let plane_out = self.out_channels * rw.output[0] * rw.output[1];
         // An empty output (a zero-sized axis) has nothing to compute.
         let n = if plane_out == 0 { 0 } else { n };
+        if let (None, Some(d), true) = (&self.depthwise, &self.direct, n > 1) {
+            // Images side by side: within one, the stem's padding copy is serial and its few
+            // output-channel blocks (four for the U-Net's 16) leave a thread idle.
+            let act = self.attrs.activation;
+            out[..n * plane_out]
+                .par_chunks_mut(plane_out)
+                .enumerate()
+                .for_each(|(b, ob)| {
+                    d.run(
+                        &xv[b * plane_in..(b + 1) * plane_in],
+                        in_hw,
+                        &rw,
+                        &self.bias,
+                        act,
+                        ob,
+                    );
+                    if let Some(r) = residual {
+                        let rb = &r[b * plane_out..(b + 1) * plane_out];
+                        ob.iter_mut().zip(rb).for_each(|(o, &v)| *o += v);
+                    }
+                });
+            return Ok(());
+        }
         for b in 0..n {
             let xb = &xv[b * plane_in..(b + 1) * plane_in];
             let ob = &mut out[b * plane_out..(b + 1) * plane_out];
