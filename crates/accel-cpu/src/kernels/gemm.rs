@@ -769,7 +769,7 @@ fn gemm_panels(
             PanelSource::Implicit(b) => {
                 let base = y * b.row_stride + x0;
                 if direct && cols == nr && base + b.max_offset + nr <= b.data.len() {
-                    b_rows = Some(b.offsets);
+                    b_rows = Some((b.offsets, b.max_offset));
                     &b.data[base..]
                 } else {
                     let panel = scratch.reset_for_overwrite(k * nr);
@@ -811,9 +811,9 @@ const DIRECT_MAX_TILES: usize = 2;
 struct ColumnTiles<'a> {
     a: &'a PackedA,
     /// B's column panel, [k][nr]; or, with `b_rows` (AVX2 only), B in place, row p's nr
-    /// values at `b_rows[p]`.
+    /// values at `b_rows.0[p]`, none past `b_rows.1`.
     b_panel: &'a [f32],
-    b_rows: Option<&'a [usize]>,
+    b_rows: Option<(&'a [usize], usize)>,
     /// First column of C and number of columns this panel covers.
     col0: usize,
     cols: usize,
@@ -877,10 +877,12 @@ impl ColumnTiles<'_> {
         let (mr, nr) = (avx2::MR, avx2::NR);
         let mut a_scratch = Scratch::new();
         let rows = |ti: usize| mr.min(a.m - ti * mr);
-        if let Some(b_rows) = self.b_rows {
+        if let Some((b_rows, max_offset)) = self.b_rows {
             assert!(b_rows.len() >= k, "gemm: too few B rows");
-            let reach = b_rows[..k].iter().max().map_or(0, |&o| o + nr);
-            assert!(self.b_panel.len() >= reach, "gemm: B rows outside B");
+            assert!(
+                self.b_panel.len() >= max_offset + nr,
+                "gemm: B rows outside B"
+            );
             for ti in self.tiles.clone() {
                 self.prefetch_c(ti);
                 let panel = a.panel(ti, &mut a_scratch);
