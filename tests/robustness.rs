@@ -461,6 +461,73 @@ fn zero_input_channels_and_empty_inner_dimensions_are_fine() {
     assert_eq!(y.shape(), &[1, 4, 6, 6]);
 }
 
+/// Batched Concat and Transpose run one image per task on planned runs: the same values as
+/// the first (serial) run, also when a part or the whole output is empty.
+#[test]
+fn batched_concat_and_transpose_agree_on_planned_runs() {
+    let m = model(
+        17,
+        vec![
+            node("Concat", &["a", "b"], &["c"], vec![int("axis", 1)]),
+            node("Transpose", &["c"], &["y"], vec![ints("perm", &[0, 2, 1])]),
+        ],
+        vec![],
+        vec![
+            vi("a", F32, Some(&[-1, 2, -1])),
+            vi("b", F32, Some(&[-1, -1, -1])),
+        ],
+        vec![vi("y", F32, None)],
+    );
+    let exe = compile(&m).unwrap();
+    let (n, w) = (3, 4);
+    let a = Tensor::from_vec(vec![n, 2, w], (0..n * 2 * w).map(|v| v as f32).collect()).unwrap();
+    for bc in [3, 0] {
+        let b = Tensor::from_vec(
+            vec![n, bc, w],
+            (0..n * bc * w).map(|v| -(v as f32)).collect(),
+        )
+        .unwrap();
+        let views = [a.view(), b.view()];
+        let first = exe.run(&views).expect("first run").remove(0);
+        assert_eq!(first.shape(), &[n, w, 2 + bc]);
+        // y[i, x, j] = a[i, j, x] for j < 2, else b[i, j - 2, x].
+        let (av, bv) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+        let want: Vec<f32> = (0..n)
+            .flat_map(|i| (0..w).flat_map(move |x| (0..2 + bc).map(move |j| (i, x, j))))
+            .map(|(i, x, j)| {
+                if j < 2 {
+                    av[(i * 2 + j) * w + x]
+                } else {
+                    bv[(i * bc + j - 2) * w + x]
+                }
+            })
+            .collect();
+        assert_eq!(
+            first.as_slice::<f32>().unwrap(),
+            &want[..],
+            "first run, b has {bc}"
+        );
+        for _ in 0..2 {
+            let again = exe.run(&views).expect("planned run").remove(0);
+            assert_eq!(
+                again.as_slice::<f32>().unwrap(),
+                &want[..],
+                "planned run, b has {bc}"
+            );
+        }
+    }
+    // An empty output: nothing to split.
+    let a = Tensor::from_vec(vec![n, 2, 0], Vec::<f32>::new()).unwrap();
+    let b = Tensor::from_vec(vec![n, 1, 0], Vec::<f32>::new()).unwrap();
+    for _ in 0..3 {
+        let y = exe
+            .run(&[a.view(), b.view()])
+            .expect("empty output")
+            .remove(0);
+        assert_eq!(y.shape(), &[n, 0, 3]);
+    }
+}
+
 // ---- BatchNorm folding --------------------------------------------------------------------
 
 fn conv_bn(

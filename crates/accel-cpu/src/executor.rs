@@ -320,7 +320,8 @@ fn per_image(
         Op::Transpose { perm: Some(perm) } => perm.first() == Some(&0),
         _ => false,
     };
-    if !fits || n < 2 || rank > MAX || out.len() != numel(shape) {
+    // (An empty output has nothing to split, and no chunk length.)
+    if !fits || n < 2 || rank > MAX || out.is_empty() || out.len() != numel(shape) {
         return None;
     }
     let mut parts: [(&[f32], &[usize]); MAX] = [(&[], &[]); MAX];

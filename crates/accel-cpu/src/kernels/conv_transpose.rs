@@ -197,7 +197,9 @@ impl ConvTransposeKernel {
         let pixels = in_hw[0] * in_hw[1];
         let isa = isa::active();
         // The same for every image and group.
-        let gather = (oh * ow <= GATHER_MAX_PIXELS).then(|| self.tap_gather(&rw, in_hw));
+        // (Its u32 offsets must reach every column value: not a limit any real layer meets.)
+        let small = oh * ow <= GATHER_MAX_PIXELS && kh * kw * pixels <= u32::MAX as usize;
+        let gather = small.then(|| self.tap_gather(&rw, in_hw));
         let planes = PhasePlanes::new(&rw, in_hw);
         // Every element of cols is written by the GEMM: no zeroing pass.
         let mut cols = Scratch::new();
