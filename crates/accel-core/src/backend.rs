@@ -5,7 +5,7 @@ use crate::{Graph, Node, Result, Tensor, TensorView};
 /// What a person needs to tell devices apart.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DeviceInfo {
-    /// e.g. "AMD EPYC 7B13 (2 cores, avx2+fma)" or "NVIDIA H100 (Vulkan)".
+    /// e.g. "AMD EPYC 7B13 (2 threads by default, avx2+fma)" or "NVIDIA H100 (Vulkan)".
     pub name: String,
     /// e.g. "cpu", "discrete-gpu", "integrated-gpu".
     pub kind: String,

@@ -302,7 +302,8 @@ impl CpuExecutable {
 /// 8 the U-Net's decoder concats and its NHWC input transpose took 8% of a run on one
 /// thread. `None` where it does not apply (batch 1, another op or axis, more than
 /// [`PER_IMAGE_MAX`] inputs or axes, inputs not f32 images of the output's batch), for the
-/// serial path. Nothing is allocated (a planned run allocates only its outputs).
+/// serial path. Nothing tensor-sized is allocated (a planned run allocates only its
+/// outputs; the per-image evaluation keeps a few small vectors).
 fn per_image(
     node: &Node,
     ins: &[Option<TensorView>],

@@ -73,7 +73,7 @@ impl Backend for CpuBackend {
     fn device(&self) -> DeviceInfo {
         DeviceInfo {
             name: format!(
-                "{} ({} cores, {})",
+                "{} ({} threads by default, {})",
                 cpu_model(),
                 Self::default_threads(),
                 isa::active().name()

@@ -407,8 +407,8 @@ fn split_phases(src: &[f32], left: usize, stride: usize, width: usize, dst: &mut
 }
 
 /// Fills column panel `pj` (`nr` wide) of the im2col matrix in packed-B layout: row p =
-/// (channel, ky, kx), column = output pixel. `panel` arrives zeroed, so padding needs no
-/// writes.
+/// (channel, ky, kx), column = output pixel. `panel` arrives with stale values: it is
+/// zeroed first, so padding needs no writes.
 fn im2col_panel(
     x: &[f32],
     channels: usize,

@@ -562,7 +562,10 @@ pub fn gemm_fill_b(
 ///
 /// Reading the rows in place instead (no copy) was measured slower on the CRNN's conv2:
 /// probably because an unaligned row of 16 floats straddles two cache lines about half the
-/// time, so the panel's footprint grows by half, while a copied panel is dense and hot in L1.
+/// time, so the panel's footprint grows by half, while a copied panel is dense and hot in L1
+/// for the panel's many row tiles. With at most two row tiles per panel the copy costs as
+/// much as the tiles, and `gemm_panels` has the AVX2 kernel read the rows in place.
+/// `max_offset` is the largest of `offsets`: the in-place read relies on it.
 pub struct ImplicitB<'a> {
     data: &'a [f32],
     offsets: &'a [usize],
@@ -879,6 +882,7 @@ impl ColumnTiles<'_> {
         let rows = |ti: usize| mr.min(a.m - ti * mr);
         if let Some((b_rows, max_offset)) = self.b_rows {
             assert!(b_rows.len() >= k, "gemm: too few B rows");
+            debug_assert!(b_rows[..k].iter().all(|&o| o <= max_offset));
             assert!(
                 self.b_panel.len() >= max_offset + nr,
                 "gemm: B rows outside B"
