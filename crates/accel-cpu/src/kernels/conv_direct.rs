@@ -117,8 +117,6 @@ impl DirectConv {
             row_step: sh * sw * phase_w,
             reach: tap_offsets.iter().max().map_or(0, |&m| m + 1),
             tap_offsets: &tap_offsets,
-            c: self.in_channels,
-            kernel: self.kernel,
             out_hw: [oh, ow],
             bias,
             act,
@@ -187,8 +185,6 @@ struct Rows<'a> {
     tap_offsets: &'a [usize],
     /// One past the largest tap offset.
     reach: usize,
-    c: usize,
-    kernel: [usize; 2],
     out_hw: [usize; 2],
     bias: &'a [f32],
     act: Option<Activation>,
@@ -209,12 +205,12 @@ impl Rows<'_> {
     #[target_feature(enable = "avx512f,avx2,fma")]
     fn block_avx512(&self, b: usize, w: &[f32], out: &mut [f32]) {
         use std::arch::x86_64::*;
-        let [kh, kw] = self.kernel;
         let [oh, ow] = self.out_hw;
         let planes = out.len() / (oh * ow);
         let bias: [f32; OB] =
             std::array::from_fn(|q| self.bias.get(b * OB + q).copied().unwrap_or(0.0));
-        assert!(w.len() >= self.c * kh * kw * OB);
+        // One block's weights: OB per tap.
+        assert!(w.len() >= self.tap_offsets.len() * OB);
         for oy in 0..oh {
             for x0 in (0..ow).step_by(PX512) {
                 let mut acc: [[__m512; 2]; OB] =
@@ -265,12 +261,12 @@ impl Rows<'_> {
     #[target_feature(enable = "avx2,fma")]
     fn block_avx2(&self, b: usize, w: &[f32], out: &mut [f32]) {
         use std::arch::x86_64::*;
-        let [kh, kw] = self.kernel;
         let [oh, ow] = self.out_hw;
         let planes = out.len() / (oh * ow);
         let bias: [f32; OB] =
             std::array::from_fn(|q| self.bias.get(b * OB + q).copied().unwrap_or(0.0));
-        assert!(w.len() >= self.c * kh * kw * OB);
+        // One block's weights: OB per tap.
+        assert!(w.len() >= self.tap_offsets.len() * OB);
         for oy in 0..oh {
             for x0 in (0..ow).step_by(PX) {
                 let mut acc: [[__m256; 2]; OB] =
