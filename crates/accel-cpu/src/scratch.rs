@@ -93,7 +93,7 @@ pub struct Scratch {
 }
 
 /// Extra values a buffer holds so that `len` of them fit after its 64-byte boundary.
-const ALIGN_SLACK: usize = 64 / 4 - 1;
+pub(crate) const ALIGN_SLACK: usize = 64 / 4 - 1;
 
 impl Scratch {
     /// An empty buffer; no pool is touched until it is sized.

@@ -5,7 +5,7 @@ use super::activation::{sigmoid_fast, tanh_fast};
 use super::gemm::{Bias, Epilogue, PackedA, PackedB, gemm};
 use super::{check_out_len, zeroed_output};
 use crate::isa::{self, Isa};
-use crate::scratch::Scratch;
+use crate::scratch::{ALIGN_SLACK, Scratch};
 use accel_core::ir::{Direction, Lstm, Node};
 use accel_core::ops::transpose;
 use accel_core::{Error, Result, Tensor, TensorView};
@@ -449,8 +449,8 @@ impl RecurrentWeights {
         let block = recurrent_block().min(gates);
         let blocks = gates.div_ceil(block);
         let len = blocks * hidden * block;
-        let mut data = vec![0.0f32; len + 15];
-        let offset = data.as_ptr().align_offset(64);
+        let mut data = vec![0.0f32; len + ALIGN_SLACK];
+        let offset = data.as_ptr().align_offset(64).min(ALIGN_SLACK);
         let w = &mut data[offset..offset + len];
         for b in 0..blocks {
             for k in 0..hidden {
