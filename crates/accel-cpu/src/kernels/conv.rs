@@ -200,7 +200,7 @@ impl ConvKernel {
         let plane_out = self.out_channels * rw.output[0] * rw.output[1];
         // An empty output (a zero-sized axis) has nothing to compute.
         let n = if plane_out == 0 { 0 } else { n };
-        if let (None, Some(d), true) = (&self.depthwise, &self.direct, n > 1) {
+        if let (None, Some(d), true) = (&self.depthwise, &self.direct, n > 0) {
             // Images side by side: within one, the stem's padding copy is serial and its few
             // output-channel blocks (four for the U-Net's 16) leave a thread idle.
             let act = self.attrs.activation;
@@ -227,24 +227,17 @@ impl ConvKernel {
             let xb = &xv[b * plane_in..(b + 1) * plane_in];
             let ob = &mut out[b * plane_out..(b + 1) * plane_out];
             let rb = residual.map(|r| &r[b * plane_out..(b + 1) * plane_out]);
-            match (&self.depthwise, &self.direct) {
+            // (The direct kernel took every image above.)
+            match (&self.depthwise, &self.winograd) {
                 (Some(w), _) => {
                     let act = self.attrs.activation;
                     depthwise(xb, w, &self.bias, ob, c, in_hw, &rw, act, rb)
                 }
-                (None, Some(d)) => {
-                    d.run(xb, in_hw, &rw, &self.bias, self.attrs.activation, ob);
-                    if let Some(r) = rb {
-                        ob.iter_mut().zip(r).for_each(|(o, &v)| *o += v);
-                    }
+                (None, Some(w)) if w.fits(&rw) => {
+                    let act = self.attrs.activation;
+                    w.run(xb, in_hw, &rw, &self.bias, act, rb, ob)
                 }
-                (None, None) => match &self.winograd {
-                    Some(w) if w.fits(&rw) => {
-                        let act = self.attrs.activation;
-                        w.run(xb, in_hw, &rw, &self.bias, act, rb, ob)
-                    }
-                    _ => self.grouped_gemm(xb, ob, rb, in_hw, &rw),
-                },
+                _ => self.grouped_gemm(xb, ob, rb, in_hw, &rw),
             }
         }
         Ok(())
