@@ -15,7 +15,7 @@ $PY -c 'import onnx, sys; onnx.save(onnx.load(sys.argv[1]), sys.argv[2], save_as
 # Fresh random inputs and ONNX Runtime outputs for every shipped model and test fixture.
 rm -rf target/accel-testdata/parity
 $PY scripts/reference_outputs.py target/accel-testdata/parity models/*.onnx tests/fixtures/*.onnx \
-    target/accel-testdata/external/crnn_external.onnx --batches 1 3
+    target/accel-testdata/external/crnn_external.onnx --batches 1 3 8
 
 # Held-out meters and plates for the shipped models' quality bars (tests/task_accuracy.rs),
 # regenerated from the evaluation seed, which training never uses.

@@ -1,5 +1,6 @@
 //! Model-level parity: every shipped model and test fixture (tf2onnx and PyTorch exports) on the
-//! CPU backend against ONNX Runtime's outputs, batch 1 and 3, max abs diff <= 1e-4.
+//! CPU backend against ONNX Runtime's outputs, batch 1, 3 and 8 (8 splits into image-parallel
+//! sub-batches on two or more threads), max abs diff <= 1e-4.
 //! The reference data is generated fresh by scripts/reference_outputs.py (the README's test
 //! command runs it) into target/accel-testdata/parity; the set includes the CRNN re-saved with
 //! its weights in an external data file, so external data is covered at model level.

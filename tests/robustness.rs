@@ -1314,3 +1314,157 @@ fn concurrent_runs_of_one_graph_agree_with_serial_runs() {
         }
     });
 }
+
+/// Batches of a graph that treats images independently run one sub-batch per worker: the
+/// U-Net at batch 4 and 9 on two threads (2 + 2 and 5 + 4 images), image for image equal to
+/// one-image runs on one thread, first and planned runs.
+#[test]
+fn image_parallel_runs_match_image_by_image_runs() {
+    use accel_core::Precision;
+    use accel_cpu::CpuExecutable;
+    let mut g = accel_core::onnx::load_model(model_path("unet128.onnx")).unwrap();
+    passes::optimize(&mut g).unwrap();
+    let split = CpuExecutable::new(&g, 2, Precision::F32).unwrap();
+    let serial = CpuExecutable::new(&g, 1, Precision::F32).unwrap();
+    assert_eq!(split.image_split(4), Some(vec![2, 2]));
+    assert_eq!(split.image_split(9), Some(vec![5, 4]));
+    // Too few images to share evenly: the operators split instead.
+    assert_eq!(split.image_split(3), None);
+    assert_eq!(split.image_split(1), None);
+    assert_eq!(serial.image_split(4), None);
+    for n in [4, 9] {
+        let x = accel_tests::random_f32(&[n, 128, 128, 3], 0.0, 1.0);
+        let xs = x.as_slice::<f32>().unwrap();
+        let image = 128 * 128 * 3;
+        let want: Vec<Tensor> = (0..n)
+            .map(|i| {
+                let xi = Tensor::from_vec(
+                    vec![1, 128, 128, 3],
+                    xs[i * image..(i + 1) * image].to_vec(),
+                )
+                .unwrap();
+                serial.run(&[xi.view()]).unwrap().remove(0)
+            })
+            .collect();
+        for run in ["first", "planned"] {
+            let y = split.run(&[x.view()]).unwrap().remove(0);
+            assert_eq!(y.shape(), &[n, 128, 128, 1], "batch {n}, {run} run");
+            let ys = y.as_slice::<f32>().unwrap();
+            for (i, w) in want.iter().enumerate() {
+                let w = w.as_slice::<f32>().unwrap();
+                let got = &ys[i * w.len()..(i + 1) * w.len()];
+                let d = got
+                    .iter()
+                    .zip(w)
+                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    d <= 1e-5,
+                    "batch {n}, {run} run, image {i}: max abs diff {d}"
+                );
+            }
+        }
+    }
+}
+
+/// Graphs whose operators mix the images of a batch, or whose inputs fix the batch size,
+/// always run whole; those that only reshape each image are split, with the right values.
+#[test]
+fn graphs_that_mix_images_run_whole() {
+    use accel_core::Precision;
+    use accel_cpu::CpuExecutable;
+    let x = vi("x", F32, Some(&[-1, 2, 3]));
+    let y = || vi("y", F32, None);
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "Reshape of each image",
+            model(
+                17,
+                vec![node("Reshape", &["x", "s"], &["y"], vec![])],
+                vec![init_i64("s", &[-1, 6])],
+                vec![x.clone()],
+                vec![y()],
+            ),
+            true,
+        ),
+        (
+            "Reshape across images",
+            model(
+                17,
+                vec![node("Reshape", &["x", "s"], &["y"], vec![])],
+                vec![init_i64("s", &[-1, 3])],
+                vec![x.clone()],
+                vec![y()],
+            ),
+            false,
+        ),
+        (
+            "Transpose moving the batch",
+            model(
+                17,
+                vec![node(
+                    "Transpose",
+                    &["x"],
+                    &["y"],
+                    vec![ints("perm", &[1, 0, 2])],
+                )],
+                vec![],
+                vec![x.clone()],
+                vec![y()],
+            ),
+            false,
+        ),
+        (
+            "Concat along the batch",
+            model(
+                17,
+                vec![node("Concat", &["x", "x"], &["y"], vec![int("axis", 0)])],
+                vec![],
+                vec![x.clone()],
+                vec![y()],
+            ),
+            false,
+        ),
+        (
+            "Softmax over the batch",
+            model(
+                17,
+                vec![node("Softmax", &["x"], &["y"], vec![int("axis", 0)])],
+                vec![],
+                vec![x.clone()],
+                vec![y()],
+            ),
+            false,
+        ),
+        (
+            "a fixed batch of 4",
+            model(
+                17,
+                vec![node("Relu", &["x"], &["y"], vec![])],
+                vec![],
+                vec![vi("x", F32, Some(&[4, 2, 3]))],
+                vec![y()],
+            ),
+            false,
+        ),
+    ];
+    for (what, bytes, splits) in cases {
+        let mut g = parse_model(&bytes, None).unwrap();
+        passes::optimize(&mut g).unwrap();
+        let exe = CpuExecutable::new(&g, 2, Precision::F32).unwrap();
+        let want = splits.then(|| vec![2, 2]);
+        assert_eq!(exe.image_split(4), want, "{what}");
+        let x = Tensor::from_vec(vec![4, 2, 3], (0..24).map(|v| v as f32 - 5.0).collect()).unwrap();
+        let got = exe.run(&[x.view()]).unwrap().remove(0);
+        let reference = accel_cpu::CpuExecutable::new(&g, 1, Precision::F32)
+            .unwrap()
+            .run(&[x.view()])
+            .unwrap()
+            .remove(0);
+        assert_eq!(got, reference, "{what}");
+    }
+    // The CRNN reads its batch through Shape and runs its LSTM time-major.
+    let mut g = accel_core::onnx::load_model(model_path("crnn.onnx")).unwrap();
+    passes::optimize(&mut g).unwrap();
+    let exe = CpuExecutable::new(&g, 2, Precision::F32).unwrap();
+    assert_eq!(exe.image_split(4), None, "crnn");
+}

@@ -8,6 +8,7 @@
 //! Runtime's memory-pattern approach; it plans at the first run rather than at compile time
 //! because the seed graphs' batch axis is symbolic.
 
+use crate::images;
 use crate::kernels::conv::ConvKernel;
 use crate::kernels::conv_transpose::ConvTransposeKernel;
 use crate::kernels::lstm::LstmKernel;
@@ -76,6 +77,9 @@ pub struct CpuExecutable {
     last_use: Vec<Option<usize>>,
     plans: Mutex<Vec<PlanSlot>>,
     pool: rayon::ThreadPool,
+    /// One-thread pools, one per worker, for image-parallel runs of separable graphs
+    /// (see `images`); empty when batches are never split.
+    image_pools: Vec<rayon::ThreadPool>,
     /// Kernel scratch of this graph's workers.
     scratch: Arc<ScratchPool>,
 }
@@ -233,6 +237,21 @@ impl CpuExecutable {
             .start_handler(move |_| crate::scratch::install(worker_scratch.clone()))
             .build()
             .map_err(|e| Error::Other(format!("cannot start {threads} CPU worker threads: {e}")))?;
+        let image_pools = if threads > 1 && images::separable(graph) {
+            (0..threads)
+                .map(|i| {
+                    let scratch = scratch.clone();
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .thread_name(move |_| format!("accel-cpu-image-{i}"))
+                        .start_handler(move |_| crate::scratch::install(scratch.clone()))
+                        .build()
+                        .map_err(|e| Error::Other(format!("cannot start a CPU worker thread: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            vec![]
+        };
         Ok(CpuExecutable {
             inputs: graph.inputs.clone(),
             profile: std::env::var_os("ACCEL_CPU_PROFILE").is_some(),
@@ -244,6 +263,7 @@ impl CpuExecutable {
             last_use,
             plans: Mutex::new(Vec::new()),
             pool,
+            image_pools,
             scratch,
         })
     }
@@ -289,6 +309,16 @@ impl CpuExecutable {
                 )
             })
             .collect()
+    }
+
+    /// The sub-batches a run of `batch` images is split into, run side by side on one
+    /// thread each; `None` when it runs whole, its operators spread over the threads. Only
+    /// graphs that treat images independently are split (see `images`).
+    pub fn image_split(&self, batch: usize) -> Option<Vec<usize>> {
+        if self.image_pools.is_empty() {
+            return None;
+        }
+        images::split_sizes(batch, self.image_pools.len())
     }
 
     /// Bytes of compiled (packed) weights of the heavy operators; what f16 halves.
@@ -1099,9 +1129,60 @@ fn with_hot_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// stretches between the parallel operators of a run.
 const SPIN_IDLE_LIMIT: std::time::Duration = std::time::Duration::from_micros(500);
 
-impl Executable for CpuExecutable {
-    fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
-        check_inputs(&self.inputs, inputs)?;
+impl CpuExecutable {
+    /// Sub-batch sizes when this run's batch goes image-parallel (see `images`).
+    fn batch_split(&self, inputs: &[TensorView]) -> Option<Vec<usize>> {
+        let n = *inputs.first()?.shape().first()?;
+        if inputs.iter().any(|t| t.shape().first() != Some(&n)) {
+            return None;
+        }
+        self.image_split(n)
+    }
+
+    /// One sub-batch per image pool, run side by side; the outputs joined along the batch.
+    fn run_split(&self, inputs: &[TensorView], sizes: &[usize]) -> Result<Vec<Tensor>> {
+        let shapes: Vec<Vec<Vec<usize>>> = sizes
+            .iter()
+            .map(|&count| {
+                inputs
+                    .iter()
+                    .map(|t| [&[count], &t.shape()[1..]].concat())
+                    .collect()
+            })
+            .collect();
+        let mut parts = Vec::with_capacity(sizes.len());
+        let mut start = 0;
+        for (shapes, &count) in shapes.iter().zip(sizes) {
+            let views = inputs
+                .iter()
+                .zip(shapes)
+                .map(|(t, shape)| images::images(t, start, shape))
+                .collect::<Result<Vec<_>>>()?;
+            parts.push(views);
+            start += count;
+        }
+        let mut results: Vec<Option<Result<Vec<Tensor>>>> = sizes.iter().map(|_| None).collect();
+        // The executable's own workers only wait here: each hands its sub-batch to a
+        // one-thread pool, whose kernels then run serially.
+        self.pool.scope(|s| {
+            for ((pool, views), slot) in self.image_pools.iter().zip(&parts).zip(&mut results) {
+                s.spawn(move |_| *slot = Some(self.run_in(pool, views)));
+            }
+        });
+        let outputs: Vec<Vec<Tensor>> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Other("a sub-batch did not run".into()))))
+            .collect::<Result<_>>()?;
+        (0..self.outputs.len())
+            .map(|k| {
+                let ts: Vec<&Tensor> = outputs.iter().map(|o| &o[k]).collect();
+                ops::concat(&ts, 0)
+            })
+            .collect()
+    }
+
+    /// The run with every kernel's work spread over `pool`.
+    fn run_in(&self, pool: &rayon::ThreadPool, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
         let key: Vec<(DType, Vec<usize>)> = inputs
             .iter()
             .map(|t| (t.dtype(), t.shape().to_vec()))
@@ -1115,14 +1196,14 @@ impl Executable for CpuExecutable {
             })
         };
         let outputs = match planned {
-            Some((None, _)) => self
-                .pool
-                .install(|| with_hot_workers(|| self.run_allocating(inputs, None, &mut times)))?,
+            Some((None, _)) => {
+                pool.install(|| with_hot_workers(|| self.run_allocating(inputs, None, &mut times)))?
+            }
             Some((Some(plan), mut arena)) => {
                 if arena.len() < plan.arena_len {
                     arena = vec![0.0; plan.arena_len];
                 }
-                let out = self.pool.install(|| {
+                let out = pool.install(|| {
                     with_hot_workers(|| self.run_planned(&plan, &mut arena, inputs, &mut times))
                 });
                 let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
@@ -1136,7 +1217,7 @@ impl Executable for CpuExecutable {
                     types: vec![None; self.num_values],
                     statics: vec![None; self.num_values],
                 };
-                let out = self.pool.install(|| {
+                let out = pool.install(|| {
                     with_hot_workers(|| self.run_allocating(inputs, Some(&mut rec), &mut times))
                 })?;
                 let plan = self.build_plan(rec).map(Arc::new);
@@ -1158,6 +1239,16 @@ impl Executable for CpuExecutable {
             print_profile(&mut times);
         }
         Ok(outputs)
+    }
+}
+
+impl Executable for CpuExecutable {
+    fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
+        check_inputs(&self.inputs, inputs)?;
+        match self.batch_split(inputs) {
+            Some(sizes) => self.run_split(inputs, &sizes),
+            None => self.run_in(&self.pool, inputs),
+        }
     }
 
     fn memory(&self) -> MemoryStats {

@@ -3,6 +3,7 @@
 //! light ops use accel-core's reference implementations.
 
 mod executor;
+mod images;
 pub mod isa;
 pub mod kernels;
 mod memory;
