@@ -77,6 +77,9 @@ pub struct CpuExecutable {
     last_use: Vec<Option<usize>>,
     plans: Mutex<Vec<PlanSlot>>,
     pool: rayon::ThreadPool,
+    /// Per graph output, its value when a planned run may write it straight into a
+    /// caller's buffer: produced by a step, listed once, read by no step.
+    dest_outputs: Vec<Option<usize>>,
     /// One-thread pools, one per worker, for image-parallel runs of separable graphs
     /// (see `images`); empty when batches are never split.
     image_pools: Vec<rayon::ThreadPool>,
@@ -252,8 +255,25 @@ impl CpuExecutable {
         } else {
             vec![]
         };
+        let dest_outputs = outputs
+            .iter()
+            .map(|s| match s {
+                Slot::Value(v)
+                    if last_use[*v].is_none()
+                        && outputs
+                            .iter()
+                            .filter(|o| matches!(o, Slot::Value(u) if u == v))
+                            .count()
+                            == 1 =>
+                {
+                    Some(*v)
+                }
+                _ => None,
+            })
+            .collect();
         Ok(CpuExecutable {
             inputs: graph.inputs.clone(),
+            dest_outputs,
             profile: std::env::var_os("ACCEL_CPU_PROFILE").is_some(),
             outputs,
             consts,
@@ -808,13 +828,17 @@ impl CpuExecutable {
     }
 
     /// Runs with every intermediate value in `arena`, laid out by `plan`.
+    /// A planned run. Graph output k goes into `dest[k]` when given (and not read by any
+    /// step) and is then returned as `None`.
     fn run_planned<'s>(
         &'s self,
         plan: &MemoryPlan,
         arena: &mut [f32],
         inputs: &[TensorView],
         times: &mut Vec<(f64, &'s str, &'s str)>,
-    ) -> Result<Vec<Tensor>> {
+        dest: &mut [Option<&mut [f32]>],
+    ) -> Result<Vec<Option<Tensor>>> {
+        let mut written = vec![false; self.outputs.len()];
         assert!(arena.len() >= plan.arena_len, "arena smaller than its plan");
         let base = arena.as_mut_ptr();
         // Values allocated by their producers (Owned): few, so a short list rather than a slot
@@ -867,16 +891,25 @@ impl CpuExecutable {
                 .map(|s| s.as_ref().map(view).transpose())
                 .collect::<Result<_>>()?;
             // Output regions; None for outputs allocated by the step (Owned) or not kept.
+            // Graph outputs this step may write into `dest`: (its output index, k).
+            let mut into_dest: Vec<(usize, usize)> = Vec::new();
             let out_regions: Vec<Option<&mut [f32]>> = step
                 .outputs
                 .iter()
-                .map(|o| match o.map(|v| &plan.places[v]) {
-                    Some(Place::Arena { offset, shape }) => {
+                .enumerate()
+                .map(|(i, o)| match o.map(|v| (v, &plan.places[v])) {
+                    Some((_, Place::Arena { offset, shape })) => {
                         // SAFETY: as above: this region belongs to this output alone while
                         // the step runs (outputs and inputs are alive together, so disjoint).
                         Some(unsafe {
                             std::slice::from_raw_parts_mut(region(*offset, shape), numel(shape))
                         })
+                    }
+                    Some((v, Place::Owned(Some(shape)))) => {
+                        let k = self.dest_outputs.iter().position(|&d| d == Some(v))?;
+                        let d = dest.get_mut(k)?.take_if(|d| d.len() == numel(shape))?;
+                        into_dest.push((i, k));
+                        Some(d)
                     }
                     _ => None,
                 })
@@ -893,6 +926,10 @@ impl CpuExecutable {
             } else {
                 self.step_into(plan, step, &ins, out_regions)?
             };
+            // A kernel that could not write into its region returned a new buffer instead.
+            for (i, k) in into_dest {
+                written[k] = owned.get(i).is_none_or(Option::is_none);
+            }
             for (o, t) in step.outputs.iter().zip(owned) {
                 if let (Some(v), Some(t)) = (o, t) {
                     env.push((*v, t));
@@ -905,16 +942,18 @@ impl CpuExecutable {
         }
         self.outputs
             .iter()
-            .map(|s| match s {
-                Slot::Const(c) => Ok(self.consts[*c].as_ref().clone()),
+            .zip(written)
+            .map(|(s, written)| match s {
+                _ if written => Ok(None),
+                Slot::Const(c) => Ok(Some(self.consts[*c].as_ref().clone())),
                 Slot::Value(v) => match &plan.places[*v] {
                     Place::Owned(_) => env
                         .iter()
                         .position(|(u, _)| u == v)
-                        .map(|i| env.swap_remove(i).1)
+                        .map(|i| Some(env.swap_remove(i).1))
                         .ok_or_else(|| Error::Other("an output was not computed".into())),
-                    Place::Input(i) => Ok(inputs[*i].to_tensor()),
-                    Place::Static(t) => Ok(t.as_ref().clone()),
+                    Place::Input(i) => Ok(Some(inputs[*i].to_tensor())),
+                    Place::Static(t) => Ok(Some(t.as_ref().clone())),
                     _ => Err(plan_broken("an output was planned into the arena")),
                 },
             })
@@ -1139,7 +1178,8 @@ impl CpuExecutable {
         self.image_split(n)
     }
 
-    /// One sub-batch per image pool, run side by side; the outputs joined along the batch.
+    /// One sub-batch per image pool, run side by side. Planned sub-batches write their
+    /// outputs straight into the batch's; others are joined by a copy.
     fn run_split(&self, inputs: &[TensorView], sizes: &[usize]) -> Result<Vec<Tensor>> {
         let shapes: Vec<Vec<Vec<usize>>> = sizes
             .iter()
@@ -1161,28 +1201,118 @@ impl CpuExecutable {
             parts.push(views);
             start += count;
         }
-        let mut results: Vec<Option<Result<Vec<Tensor>>>> = sizes.iter().map(|_| None).collect();
+        // The whole batch's f32 outputs, where every sub-batch's plan knows their shape.
+        let n: usize = sizes.iter().sum();
+        let mut whole: Vec<Option<(Vec<usize>, Vec<f32>)>> = self
+            .planned_output_images(&parts)
+            .into_iter()
+            .map(|image| image.map(|d| ([&[n], &d[..]].concat(), vec![0.0; n * numel(&d)])))
+            .collect();
+        let mut dests: Vec<Vec<Option<&mut [f32]>>> = sizes.iter().map(|_| vec![]).collect();
+        for out in whole.iter_mut() {
+            let mut rest = out
+                .as_mut()
+                .map(|(shape, data)| (numel(&shape[1..]), &mut data[..]));
+            for (&count, dest) in sizes.iter().zip(dests.iter_mut()) {
+                dest.push(rest.take().map(|(image, data)| {
+                    let (mine, others) = data.split_at_mut(count * image);
+                    rest = Some((image, others));
+                    mine
+                }));
+            }
+        }
+        let mut results: Vec<Option<Result<Vec<Option<Tensor>>>>> =
+            sizes.iter().map(|_| None).collect();
         // The executable's own workers only wait here: each hands its sub-batch to a
         // one-thread pool, whose kernels then run serially.
         self.pool.scope(|s| {
-            for ((pool, views), slot) in self.image_pools.iter().zip(&parts).zip(&mut results) {
-                s.spawn(move |_| *slot = Some(self.run_in(pool, views)));
+            let jobs = self.image_pools.iter().zip(&parts).zip(dests.iter_mut());
+            for (((pool, views), dest), slot) in jobs.zip(&mut results) {
+                s.spawn(move |_| *slot = Some(self.run_in(pool, views, dest)));
             }
         });
-        let outputs: Vec<Vec<Tensor>> = results
+        drop(dests);
+        let outputs: Vec<Vec<Option<Tensor>>> = results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::Other("a sub-batch did not run".into()))))
             .collect::<Result<_>>()?;
-        (0..self.outputs.len())
-            .map(|k| {
-                let ts: Vec<&Tensor> = outputs.iter().map(|o| &o[k]).collect();
-                ops::concat(&ts, 0)
+        let missing = || Error::Other("a sub-batch output was not computed".into());
+        whole
+            .into_iter()
+            .enumerate()
+            .map(|(k, whole)| match whole {
+                Some((shape, mut data)) => {
+                    // Sub-batches that ran without a plan (evicted meanwhile) allocated.
+                    let image = numel(&shape[1..]);
+                    let mut at = 0;
+                    for (out, &count) in outputs.iter().zip(sizes) {
+                        let len = count * image;
+                        if let Some(t) = &out[k] {
+                            let src = t.as_slice::<f32>()?;
+                            if src.len() != len {
+                                return Err(plan_broken("a sub-batch output changed size"));
+                            }
+                            data[at..at + len].copy_from_slice(src);
+                        }
+                        at += len;
+                    }
+                    Tensor::from_vec(shape, data)
+                }
+                None => {
+                    let ts: Vec<&Tensor> = outputs
+                        .iter()
+                        .map(|o| o[k].as_ref().ok_or_else(missing))
+                        .collect::<Result<_>>()?;
+                    ops::concat(&ts, 0)
+                }
             })
             .collect()
     }
 
-    /// The run with every kernel's work spread over `pool`.
-    fn run_in(&self, pool: &rayon::ThreadPool, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
+    /// Per graph output, its per-image dims when the plan of every sub-batch in `parts`
+    /// allocates it as f32 and it can go straight into a buffer (see `dest_outputs`).
+    fn planned_output_images(&self, parts: &[Vec<TensorView>]) -> Vec<Option<Vec<usize>>> {
+        let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        let part_plans: Vec<Option<&MemoryPlan>> = parts
+            .iter()
+            .map(|views| {
+                let key: Vec<(DType, Vec<usize>)> = views
+                    .iter()
+                    .map(|t| (t.dtype(), t.shape().to_vec()))
+                    .collect();
+                plans.iter().find(|p| p.key == key)?.plan.as_deref()
+            })
+            .collect();
+        self.dest_outputs
+            .iter()
+            .map(|v| {
+                let v = (*v)?;
+                let mut image: Option<Vec<usize>> = None;
+                for (plan, views) in part_plans.iter().zip(parts) {
+                    let Place::Owned(Some(shape)) = &plan.as_ref()?.places[v] else {
+                        return None;
+                    };
+                    let count = views.first()?.shape().first()?;
+                    if shape.first() != Some(count)
+                        || image.as_ref().is_some_and(|d| d[..] != shape[1..])
+                    {
+                        return None;
+                    }
+                    image = Some(shape[1..].to_vec());
+                }
+                image
+            })
+            .collect()
+    }
+
+    /// The run with every kernel's work spread over `pool`; a planned run writes graph
+    /// outputs into `dest` where it can (see `run_planned`), returning `None` for them.
+    fn run_in(
+        &self,
+        pool: &rayon::ThreadPool,
+        inputs: &[TensorView],
+        dest: &mut [Option<&mut [f32]>],
+    ) -> Result<Vec<Option<Tensor>>> {
         let key: Vec<(DType, Vec<usize>)> = inputs
             .iter()
             .map(|t| (t.dtype(), t.shape().to_vec()))
@@ -1196,15 +1326,19 @@ impl CpuExecutable {
             })
         };
         let outputs = match planned {
-            Some((None, _)) => {
-                pool.install(|| with_hot_workers(|| self.run_allocating(inputs, None, &mut times)))?
-            }
+            Some((None, _)) => pool
+                .install(|| with_hot_workers(|| self.run_allocating(inputs, None, &mut times)))?
+                .into_iter()
+                .map(Some)
+                .collect(),
             Some((Some(plan), mut arena)) => {
                 if arena.len() < plan.arena_len {
                     arena = vec![0.0; plan.arena_len];
                 }
                 let out = pool.install(|| {
-                    with_hot_workers(|| self.run_planned(&plan, &mut arena, inputs, &mut times))
+                    with_hot_workers(|| {
+                        self.run_planned(&plan, &mut arena, inputs, &mut times, dest)
+                    })
                 });
                 let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(p) = plans.iter_mut().find(|p| p.key == key) {
@@ -1232,7 +1366,7 @@ impl CpuExecutable {
                         idle: vec![],
                     });
                 }
-                out
+                out.into_iter().map(Some).collect()
             }
         };
         if self.profile {
@@ -1245,20 +1379,24 @@ impl CpuExecutable {
 impl Executable for CpuExecutable {
     fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
         check_inputs(&self.inputs, inputs)?;
-        match self.batch_split(inputs) {
-            Some(sizes) => self.run_split(inputs, &sizes),
-            None => self.run_in(&self.pool, inputs),
+        if let Some(sizes) = self.batch_split(inputs) {
+            return self.run_split(inputs, &sizes);
         }
+        let mut dest: Vec<Option<&mut [f32]>> = self.outputs.iter().map(|_| None).collect();
+        self.run_in(&self.pool, inputs, &mut dest)?
+            .into_iter()
+            .map(|t| t.ok_or_else(|| Error::Other("an output was not computed".into())))
+            .collect()
     }
 
     fn memory(&self) -> MemoryStats {
         let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         MemoryStats {
             weights: Some(self.weight_bytes()),
+            // Sub-batches of an image-parallel run each hold an arena of their plan.
             arena: plans
                 .iter()
-                .filter_map(|p| p.plan.as_ref())
-                .map(|p| p.arena_len * 4)
+                .filter_map(|p| Some(p.plan.as_ref()?.arena_len * 4 * p.idle.len().max(1)))
                 .max(),
             scratch: Some(self.scratch.held_bytes()),
         }
