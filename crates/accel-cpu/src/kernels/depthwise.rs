@@ -673,15 +673,23 @@ mod avx2 {
             hi: _mm256_set1_ps(hi),
         };
         // (input base, output offset) of unit u.
-        let unit = |u: usize| {
-            let (oy, x0) = (u / blocks_per_row, (u % blocks_per_row) * 8);
-            (oy * p.stride * p.row + x0, oy * ow + x0)
+        // (input base, output offset) of the next unit, in row-major order. Counted rather
+        // than divided out of the unit index: a division per unit cost more than its FMAs.
+        let (mut oy, mut block) = (0, 0);
+        let mut next_unit = || {
+            let x0 = block * 8;
+            let at = (oy * p.stride * p.row + x0, oy * ow + x0);
+            block += 1;
+            if block == blocks_per_row {
+                (block, oy) = (0, oy + 1);
+            }
+            at
         };
         let mut u = 0;
         while u + UNITS <= units {
-            let at = [unit(u), unit(u + 1), unit(u + 2), unit(u + 3)];
+            let at = [next_unit(), next_unit(), next_unit(), next_unit()];
             let bases = [at[0].0, at[1].0, at[2].0, at[3].0];
-            // SAFETY: every unit is below `units`.
+            // SAFETY: these units are below `units`.
             let v = unsafe { k.block(bases) };
             for (&(_, o), v) in at.iter().zip(v) {
                 // SAFETY: this function's AVX.
@@ -689,9 +697,9 @@ mod avx2 {
             }
             u += UNITS;
         }
-        for u in u..units {
-            let (base, o) = unit(u);
-            // SAFETY: u is below `units`.
+        for _ in u..units {
+            let (base, o) = next_unit();
+            // SAFETY: the unit is below `units`.
             let [v] = unsafe { k.block([base]) };
             // SAFETY: this function's AVX.
             unsafe { store(out, len, o, v) };
