@@ -15,13 +15,16 @@ use std::sync::Arc;
 
 fn gemm_shapes(c: &mut Criterion) {
     // (name, M, K, N): CRNN conv2 as GEMM, CRNN dense, LSTM input projection, U-Net decoder,
-    // the U-Net's up1 ConvTranspose (W^T [64 oc * 16 taps, 320 ic] by 8x8 input pixels).
+    // the U-Net's up1-up3 ConvTransposes (up1: W^T [64 oc * 16 taps, 320 ic] by 8x8 input
+    // pixels).
     let shapes = [
         ("crnn_conv2_64x288x4375", 64, 288, 4375),
         ("crnn_dense_87x768x64", 87, 768, 64),
         ("crnn_lstm1_proj_87x64x512", 87, 64, 512),
         ("unet_up_256x2048x256", 256, 2048, 256),
         ("unet_convt_up1_1024x320x64", 1024, 320, 64),
+        ("unet_convt_up2_512x160x256", 512, 160, 256),
+        ("unet_convt_up3_256x80x1024", 256, 80, 1024),
         ("square_512", 512, 512, 512),
     ];
     let threads = std::thread::available_parallelism()

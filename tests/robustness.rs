@@ -1468,3 +1468,44 @@ fn graphs_that_mix_images_run_whole() {
     let exe = CpuExecutable::new(&g, 2, Precision::F32).unwrap();
     assert_eq!(exe.image_split(4), None, "crnn");
 }
+
+/// At batch 1 a Concat along channels takes its inputs in place (their producers write into
+/// its output, the Concat step is skipped on planned runs): values kept alive past the
+/// Concat, a Concat of a Concat, and a Concat with a graph input (which stays a copy) all
+/// give the first run's result on planned runs.
+#[test]
+fn concats_written_in_place_keep_their_values() {
+    let conv = |x: &str, w: &str, y: &str| node("Conv", &[x, w], &[y], vec![]);
+    let same = ints("pads", &[1, 1, 1, 1]);
+    let m = model(
+        17,
+        vec![
+            conv("x", "w1", "a"),
+            node("Conv", &["x", "w2"], &["b"], vec![same]),
+            node("Concat", &["a", "b"], &["ab"], vec![int("axis", 1)]),
+            conv("ab", "w3", "c"),
+            // `a` is read again after the Concat (a skip connection's pattern).
+            node("Concat", &["c", "a"], &["ca"], vec![int("axis", -3)]),
+            node("Concat", &["ca", "ab"], &["cab"], vec![int("axis", 1)]),
+            node("Concat", &["cab", "x"], &["y"], vec![int("axis", 1)]),
+            node("Relu", &["a"], &["z"], vec![]),
+        ],
+        vec![
+            init_f32("w1", &[3, 2, 1, 1]),
+            init_f32("w2", &[5, 2, 3, 3]),
+            init_f32("w3", &[4, 8, 1, 1]),
+        ],
+        vec![vi("x", F32, Some(&[-1, 2, 8, 6]))],
+        vec![vi("y", F32, None), vi("z", F32, None)],
+    );
+    let exe = compile(&m).unwrap();
+    for n in [1, 2] {
+        let x = accel_tests::random_f32(&[n, 2, 8, 6], -1.0, 1.0);
+        let first = exe.run(&[x.view()]).expect("first run");
+        assert_eq!(first[0].shape(), &[n, 4 + 3 + 3 + 5 + 2, 8, 6]);
+        for run in 0..2 {
+            let again = exe.run(&[x.view()]).expect("planned run");
+            assert_eq!(again, first, "batch {n}, planned run {run}");
+        }
+    }
+}

@@ -722,6 +722,83 @@ impl CpuExecutable {
     /// reads an integer or bool value that is not fixed by the input shapes (a graph input,
     /// or one computed from data): it could set a Reshape target, Slice bounds and the like,
     /// so the next run's shapes need not be the recorded ones.
+    /// Values written straight into the Concat that alone takes them, as (the Concat's
+    /// output, offset in it): at batch 1 a Concat along channels (every axis before its
+    /// axis of size 1) lays its inputs end to end, so each producer can write its part of
+    /// the output and the Concat is skipped (the U-Net's skip connections: 0.09 ms of
+    /// copies at one thread). All of a Concat's inputs go in place or none: each must be
+    /// an f32 arena value of its own (produced by a kernel, not a reshaped view), read by
+    /// this Concat once, and start on an arena alignment boundary.
+    fn concat_members(&self, rec: &Recording, is_output: &[bool]) -> Vec<Option<(usize, usize)>> {
+        let nv = self.num_values;
+        let mut members: Vec<Option<(usize, usize)>> = vec![None; nv];
+        let mut producer: Vec<Option<&Step>> = vec![None; nv];
+        for step in &self.steps {
+            for &v in step.outputs.iter().flatten() {
+                producer[v] = Some(step);
+            }
+        }
+        let arena_f32 = |v: usize| {
+            v >= self.inputs.len()
+                && !is_output[v]
+                && rec.statics[v].is_none()
+                && rec.types[v].as_ref().is_some_and(|(d, _)| *d == DType::F32)
+        };
+        for step in &self.steps {
+            let (Op::Concat { axis }, Kernel::Core, [Some(c)]) =
+                (&step.node.op, &step.kernel, step.outputs.as_slice())
+            else {
+                continue;
+            };
+            let Some((_, shape)) = rec.types[*c].as_ref() else {
+                continue;
+            };
+            let rank = shape.len() as i64;
+            let axis = if *axis < 0 { axis + rank } else { *axis };
+            if !arena_f32(*c) || !(0..rank).contains(&axis) {
+                continue;
+            }
+            if shape[..axis as usize].iter().any(|&d| d != 1) {
+                continue;
+            }
+            let mut parts = Vec::with_capacity(step.inputs.len());
+            let mut at = 0;
+            for slot in &step.inputs {
+                let Some(Slot::Value(u)) = slot else { break };
+                let Some((_, s)) = rec.types[*u].as_ref() else {
+                    break;
+                };
+                let once = step
+                    .inputs
+                    .iter()
+                    .filter(|o| matches!(o, Some(Slot::Value(w)) if w == u))
+                    .count()
+                    == 1;
+                let own_region = producer[*u].is_some_and(|p| match p.kernel {
+                    Kernel::Dynamic => false,
+                    Kernel::Core => !is_reshape(&p.node.op),
+                    _ => true,
+                });
+                // (A Concat taking another's output in place would nest regions.)
+                let holds_others = members.iter().any(|m| m.is_some_and(|(r, _)| r == *u));
+                if !(arena_f32(*u) && once && own_region && members[*u].is_none()) || holds_others {
+                    break;
+                }
+                if at % crate::memory::ALIGN != 0 {
+                    break;
+                }
+                parts.push((*u, at));
+                at += numel(s);
+            }
+            if parts.len() == step.inputs.len() && at == numel(shape) {
+                for (u, offset) in parts {
+                    members[u] = Some((*c, offset));
+                }
+            }
+        }
+        members
+    }
+
     fn build_plan(&self, rec: Recording) -> Option<MemoryPlan> {
         let nv = self.num_values;
         let mut places: Vec<Place> = vec![Place::Unused; nv];
@@ -735,9 +812,11 @@ impl CpuExecutable {
                     .any(|s| matches!(s, Slot::Value(o) if *o == v))
             })
             .collect();
-        // Arena values: (root value whose region it shares, producer step).
-        let mut root: Vec<Option<usize>> = vec![None; nv];
-        let mut first: Vec<usize> = vec![0; nv];
+        let members = self.concat_members(&rec, &is_output);
+        // Arena values: the root value whose region it shares and its offset in there; a
+        // root's region is needed from the first step producing any of its values.
+        let mut root: Vec<Option<(usize, usize)>> = vec![None; nv];
+        let mut first: Vec<usize> = vec![usize::MAX; nv];
         let mut skip = vec![false; self.steps.len()];
         for (si, step) in self.steps.iter().enumerate() {
             let mut all_static = true;
@@ -769,22 +848,30 @@ impl CpuExecutable {
                     },
                     Kernel::Dynamic => Place::Owned(None),
                     _ => {
-                        root[v] = Some(v);
-                        first[v] = si;
+                        let at = members[v].unwrap_or((v, 0));
+                        root[v] = Some(at);
+                        first[at.0] = first[at.0].min(si);
                         Place::Arena { offset: 0, shape }
                     }
                 };
             }
-            skip[si] = all_static && step.outputs.iter().flatten().next().is_some();
+            // A Concat whose inputs were written in place has nothing left to do.
+            let in_place = step.outputs.first().copied().flatten().is_some_and(|c| {
+                step.inputs
+                    .iter()
+                    .flatten()
+                    .any(|s| matches!(s, Slot::Value(u) if members[*u].is_some_and(|m| m.0 == c)))
+            });
+            skip[si] = in_place || (all_static && step.outputs.iter().flatten().next().is_some());
         }
-        // A region lives from its producer to the last reader of any value sharing it.
+        // A region lives from its first producer to the last reader of any value sharing it.
         let mut last: Vec<usize> = first.clone();
         for (v, r) in root.iter().enumerate() {
-            if let Some(r) = *r {
+            if let Some((r, _)) = *r {
                 last[r] = last[r].max(self.last_use[v].unwrap_or(first[r]));
             }
         }
-        let roots: Vec<usize> = (0..nv).filter(|&v| root[v] == Some(v)).collect();
+        let roots: Vec<usize> = (0..nv).filter(|&v| root[v] == Some((v, 0))).collect();
         let lifetimes: Vec<Lifetime> = roots
             .iter()
             .map(|&r| Lifetime {
@@ -816,8 +903,8 @@ impl CpuExecutable {
         let (offsets, arena_len) = plan(&lifetimes);
         let root_offset: HashMap<usize, usize> = roots.into_iter().zip(offsets).collect();
         for v in 0..nv {
-            if let (Some(r), Place::Arena { offset, .. }) = (root[v], &mut places[v]) {
-                *offset = root_offset[&r];
+            if let (Some((r, at)), Place::Arena { offset, .. }) = (root[v], &mut places[v]) {
+                *offset = root_offset[&r] + at;
             }
         }
         Some(MemoryPlan {
@@ -827,9 +914,9 @@ impl CpuExecutable {
         })
     }
 
-    /// Runs with every intermediate value in `arena`, laid out by `plan`.
-    /// A planned run. Graph output k goes into `dest[k]` when given (and not read by any
-    /// step) and is then returned as `None`.
+    /// Runs with every intermediate value in `arena`, laid out by `plan`. Graph output k
+    /// goes into `dest[k]` when given (and not read by any step) and is then returned as
+    /// `None`.
     fn run_planned<'s>(
         &'s self,
         plan: &MemoryPlan,

@@ -187,3 +187,42 @@ pub(crate) fn images<'a>(
     };
     TensorView::new(shape, data)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_evenly_or_with_four_images_a_worker() {
+        assert_eq!(split_sizes(8, 2), Some(vec![4, 4]));
+        assert_eq!(split_sizes(2, 2), Some(vec![1, 1]));
+        assert_eq!(split_sizes(9, 2), Some(vec![5, 4]));
+        assert_eq!(split_sizes(13, 3), Some(vec![5, 4, 4]));
+        assert_eq!(split_sizes(3, 2), None);
+        assert_eq!(split_sizes(7, 2), None);
+        assert_eq!(split_sizes(1, 2), None);
+        assert_eq!(split_sizes(8, 1), None);
+        assert_eq!(split_sizes(0, 2), None);
+    }
+
+    #[test]
+    fn reshapes_keep_the_batch_only_image_by_image() {
+        let d = [
+            Dim::Sym("n".into()),
+            Dim::Known(1),
+            Dim::Known(4),
+            Dim::Known(4),
+        ];
+        assert!(keeps_batch(&d, &[-1, 4, 4, 1], false));
+        assert!(keeps_batch(&d, &[0, 16], false));
+        assert!(keeps_batch(&d, &[-1, 0, 16], false));
+        // Images merged or split, the batch not first, or sizes that do not match.
+        assert!(!keeps_batch(&d, &[-1, 8], false));
+        assert!(!keeps_batch(&d, &[16, -1], false));
+        assert!(!keeps_batch(&d, &[-1, -1], false));
+        assert!(!keeps_batch(&d, &[0, 16], true));
+        assert!(!keeps_batch(&d, &[], false));
+        let unknown = [Dim::Sym("n".into()), Dim::Sym("c".into())];
+        assert!(!keeps_batch(&unknown, &[-1, 4], false));
+    }
+}
