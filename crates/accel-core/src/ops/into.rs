@@ -5,7 +5,8 @@
 
 use super::broadcast::{broadcast_shapes, f32_op, zip_broadcast_into};
 use super::layout::{
-    Slices, broadcast_src_strides, concat_into, gather_strided_into, transpose_strides,
+    Slices, broadcast_src_strides, channels_first_into, concat_into, gather_strided_into,
+    transpose_strides,
 };
 use super::reduce::softmax_in_place;
 use super::unary::{clip, f32_fn};
@@ -98,7 +99,9 @@ fn eval_inner(
             if shape != out_shape {
                 return Ok(false);
             }
-            gather_strided_into(x, out_shape, &src_strides, 0, out);
+            if !channels_first_into(x, xs, &perm, out) {
+                gather_strided_into(x, out_shape, &src_strides, 0, out);
+            }
         }
         Op::Expand if broadcast_shapes(xs, out_shape)? == out_shape => {
             gather_strided_into(x, out_shape, &broadcast_src_strides(xs, out_shape), 0, out)
