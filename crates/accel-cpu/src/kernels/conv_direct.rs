@@ -104,14 +104,14 @@ impl DirectConv {
         let ph = ((oh.max(1) - 1) * sh + kh).max(pt + in_hw[0]);
         let phase_w =
             (ow.div_ceil(PX512) * PX512 + (kw - 1) / sw).max((pl + in_hw[1]).div_ceil(sw));
-        let padded = pad_input(x, self.in_channels, in_hw, [pt, pl], [ph, phase_w], sw);
+        let isa = isa::active();
+        let padded = pad_input(isa, x, self.in_channels, in_hw, [pt, pl], [ph, phase_w], sw);
         // Where each tap (ci, ky, kx) reads, from the block's first pixel: in the weights'
         // order, so the kernels run one flat loop over the taps.
         let tap_offsets: Vec<usize> = (0..self.in_channels)
             .flat_map(|ci| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (ci, ky, kx))))
             .map(|(ci, ky, kx)| ((ci * ph + ky) * sw + kx % sw) * phase_w + kx / sw)
             .collect();
-        let isa = isa::active();
         let job = Rows {
             padded: &padded,
             row_step: sh * sw * phase_w,
@@ -142,9 +142,11 @@ impl DirectConv {
     }
 }
 
-/// x [c, ih, iw] zero-padded by (top, left) into [c, ph, sw, phase_w]: padded column
-/// j * sw + p of row y goes to phase row (y, p) at column j.
+/// x [c, ih, iw] copied into zero-bordered rows at padded position `at`, each padded row
+/// of `ph` stored as `sw` column-phase rows of `phase_w` values (see the module docs).
+/// Only the border is zeroed; a stride-2 row is split into its phases with shuffles.
 fn pad_input(
+    isa: Isa,
     x: &[f32],
     c: usize,
     in_hw: [usize; 2],
@@ -153,22 +155,55 @@ fn pad_input(
     sw: usize,
 ) -> Scratch {
     let [ih, iw] = in_hw;
-    let mut p = Scratch::zeroed(c * ph * sw * phase_w);
-    for ci in 0..c {
-        for y in 0..ih.min(ph - at[0]) {
-            let src = &x[(ci * ih + y) * iw..][..iw];
-            let row = &mut p[(ci * ph + at[0] + y) * sw * phase_w..][..sw * phase_w];
-            if sw == 1 {
-                row[at[1]..at[1] + iw].copy_from_slice(src);
+    let mut p = Scratch::new();
+    let row_len = sw * phase_w;
+    let buf = p.reset_for_overwrite(c * ph * row_len);
+    // Where phase `phase` of a row starts holding values, and how many.
+    let span = |phase: usize| {
+        let first = (phase + sw - at[1] % sw) % sw; // first i with (at + i) % sw == phase
+        let count = if first < iw {
+            (iw - first).div_ceil(sw)
+        } else {
+            0
+        };
+        ((at[1] + first) / sw, count)
+    };
+    for (ci, plane) in buf.chunks_exact_mut(ph * row_len).enumerate().take(c) {
+        for (py, row) in plane.chunks_exact_mut(row_len).enumerate() {
+            let Some(y) = py.checked_sub(at[0]).filter(|&y| y < ih) else {
+                row.fill(0.0);
                 continue;
+            };
+            let src = &x[(ci * ih + y) * iw..][..iw];
+            for (phase, dst) in row.chunks_exact_mut(phase_w).enumerate() {
+                let (col0, count) = span(phase);
+                let end = (col0 + count).min(phase_w);
+                dst[..col0.min(phase_w)].fill(0.0);
+                dst[end..].fill(0.0);
             }
-            // Phase by phase, strided reads: no division per value.
-            for phase in 0..sw {
-                let first = (phase + sw - at[1] % sw) % sw; // first i with (at + i) % sw == phase
-                let col0 = (at[1] + first) / sw;
-                let dst = &mut row[phase * phase_w + col0..(phase + 1) * phase_w];
-                for (d, &v) in dst.iter_mut().zip(src.iter().skip(first).step_by(sw)) {
-                    *d = v;
+            match sw {
+                1 => row[at[1]..at[1] + iw].copy_from_slice(src),
+                2 => {
+                    let (p0, p1) = row.split_at_mut(phase_w);
+                    // Even source columns land in the left pad's phase.
+                    let (even, odd) = if at[1] % 2 == 0 {
+                        (&mut p0[at[1] / 2..], &mut p1[at[1] / 2..])
+                    } else {
+                        (&mut p1[at[1] / 2..], &mut p0[at[1] / 2 + 1..])
+                    };
+                    super::interleave::split_pairs(isa, src, even, odd);
+                }
+                _ => {
+                    for (phase, dst) in row.chunks_exact_mut(phase_w).enumerate() {
+                        let first = (phase + sw - at[1] % sw) % sw;
+                        let (col0, _) = span(phase);
+                        for (d, &v) in dst[col0..]
+                            .iter_mut()
+                            .zip(src.iter().skip(first).step_by(sw))
+                        {
+                            *d = v;
+                        }
+                    }
                 }
             }
         }

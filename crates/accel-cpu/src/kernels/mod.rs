@@ -6,6 +6,7 @@ mod conv_direct;
 pub mod conv_transpose;
 mod depthwise;
 pub mod gemm;
+mod interleave;
 pub mod lstm;
 pub mod matmul;
 pub mod pool;
