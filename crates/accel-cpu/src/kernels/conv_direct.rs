@@ -186,7 +186,7 @@ fn pad_input(
                 2 => {
                     let (p0, p1) = row.split_at_mut(phase_w);
                     // Even source columns land in the left pad's phase.
-                    let (even, odd) = if at[1] % 2 == 0 {
+                    let (even, odd) = if at[1].is_multiple_of(2) {
                         (&mut p0[at[1] / 2..], &mut p1[at[1] / 2..])
                     } else {
                         (&mut p1[at[1] / 2..], &mut p0[at[1] / 2 + 1..])
