@@ -718,10 +718,6 @@ impl CpuExecutable {
             .collect()
     }
 
-    /// Places every value from what a recording run saw. None when a step that still runs
-    /// reads an integer or bool value that is not fixed by the input shapes (a graph input,
-    /// or one computed from data): it could set a Reshape target, Slice bounds and the like,
-    /// so the next run's shapes need not be the recorded ones.
     /// Values written straight into the Concat that alone takes them, as (the Concat's
     /// output, offset in it): at batch 1 a Concat along channels (every axis before its
     /// axis of size 1) lays its inputs end to end, so each producer can write its part of
@@ -799,6 +795,10 @@ impl CpuExecutable {
         members
     }
 
+    /// Places every value from what a recording run saw. None when a step that still runs
+    /// reads an integer or bool value that is not fixed by the input shapes (a graph input,
+    /// or one computed from data): it could set a Reshape target, Slice bounds and the like,
+    /// so the next run's shapes need not be the recorded ones.
     fn build_plan(&self, rec: Recording) -> Option<MemoryPlan> {
         let nv = self.num_values;
         let mut places: Vec<Place> = vec![Place::Unused; nv];

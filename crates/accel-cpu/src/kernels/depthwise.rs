@@ -146,9 +146,9 @@ fn depthwise_lanes(
 }
 
 /// Largest output plane that 3x3 windows take through [`Lanes`] on AVX2. Up to 16x16 the
-/// lanes measured faster than the phase rows, 2x on MobileNet's 4x4 planes, where a row
-/// fills half a register; on 32x32 and 64x64 planes 15-30% slower (8 planes 4 KB or more
-/// apart are read and written at once).
+/// lanes measured as fast as the phase rows or faster, 2x on MobileNet's 4x4 planes, where
+/// a row fills half a register; on 32x32 and 64x64 planes 15-30% slower (8 planes 4 KB or
+/// more apart are read and written at once).
 #[cfg(target_arch = "x86_64")]
 const LANES_MAX_PIXELS: usize = 256;
 
