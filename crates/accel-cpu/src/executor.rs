@@ -1295,17 +1295,19 @@ impl CpuExecutable {
             .into_iter()
             .map(|image| image.map(|d| ([&[n], &d[..]].concat(), vec![0.0; n * numel(&d)])))
             .collect();
+        // Per sub-batch, its slice of each such output.
         let mut dests: Vec<Vec<Option<&mut [f32]>>> = sizes.iter().map(|_| vec![]).collect();
         for out in whole.iter_mut() {
-            let mut rest = out
-                .as_mut()
-                .map(|(shape, data)| (numel(&shape[1..]), &mut data[..]));
+            let Some((shape, data)) = out else {
+                dests.iter_mut().for_each(|d| d.push(None));
+                continue;
+            };
+            let image = numel(&shape[1..]);
+            let mut rest = &mut data[..];
             for (&count, dest) in sizes.iter().zip(dests.iter_mut()) {
-                dest.push(rest.take().map(|(image, data)| {
-                    let (mine, others) = data.split_at_mut(count * image);
-                    rest = Some((image, others));
-                    mine
-                }));
+                let (mine, others) = std::mem::take(&mut rest).split_at_mut(count * image);
+                dest.push(Some(mine));
+                rest = others;
             }
         }
         let mut results: Vec<Option<Result<Vec<Option<Tensor>>>>> =

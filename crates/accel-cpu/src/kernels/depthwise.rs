@@ -124,25 +124,32 @@ fn depthwise_lanes(
             let res = residual.map(|r| &r[c0 * len..(c0 + valid) * len]);
             // The residual follows the activation, so a sigmoid (applied below) takes it
             // after.
-            let (clamp, fused_res) = match act {
-                None => (None, res),
-                Some(Activation::Relu) => (Some((0.0, f32::INFINITY)), res),
-                Some(Activation::Clip { min, max }) => (Some((min, max)), res),
-                Some(Activation::Sigmoid) => (None, None),
-            };
+            let sigmoid = act == Some(Activation::Sigmoid);
+            let (clamp, fused_res) = (register_clamp(act), res.filter(|_| !sigmoid));
             // SAFETY: both ISAs are only selected after runtime detection of avx2 and fma
             // (the AVX-512 one requires them too).
             unsafe {
                 avx2::fill_lanes(lanes, planes, valid, data);
                 avx2::filter_lanes(lanes, data, &wg, &bg, clamp, o, fused_res);
             }
-            if act == Some(Activation::Sigmoid) {
+            if sigmoid {
                 activation::apply_slice(Activation::Sigmoid, o);
                 if let Some(r) = res {
                     o.iter_mut().zip(r).for_each(|(v, &a)| *v += a);
                 }
             }
         });
+}
+
+/// The (min, max) the AVX2 kernels clamp their registers to for `act`; a sigmoid is
+/// applied to the stored outputs instead.
+#[cfg(target_arch = "x86_64")]
+fn register_clamp(act: Option<Activation>) -> Option<(f32, f32)> {
+    match act {
+        None | Some(Activation::Sigmoid) => None,
+        Some(Activation::Relu) => Some((0.0, f32::INFINITY)),
+        Some(Activation::Clip { min, max }) => Some((min, max)),
+    }
 }
 
 /// Largest output plane that 3x3 windows take through [`Lanes`] on AVX2. Up to 16x16 the
@@ -304,11 +311,7 @@ fn filter_3x3(
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma | Isa::Avx512 => {
-            let clamp = match act {
-                None | Some(Activation::Sigmoid) => None,
-                Some(Activation::Relu) => Some((0.0, f32::INFINITY)),
-                Some(Activation::Clip { min, max }) => Some((min, max)),
-            };
+            let clamp = register_clamp(act);
             // SAFETY: both ISAs are only selected after runtime detection of avx2 and fma
             // (the AVX-512 one requires them too).
             unsafe { avx2::filter_3x3(p, data, w, bias, clamp, out) };
