@@ -1372,78 +1372,49 @@ fn image_parallel_runs_match_image_by_image_runs() {
 fn graphs_that_mix_images_run_whole() {
     use accel_core::Precision;
     use accel_cpu::CpuExecutable;
-    let x = vi("x", F32, Some(&[-1, 2, 3]));
-    let y = || vi("y", F32, None);
+    // One node from x [batch, 2, 3] to y.
+    let one = |n: NodeProto, inits: Vec<TensorProto>, x_dims: &[i64]| {
+        let x = vi("x", F32, Some(x_dims));
+        model(17, vec![n], inits, vec![x], vec![vi("y", F32, None)])
+    };
+    let batch = [-1, 2, 3];
+    let reshape = |to: &[i64]| {
+        let n = node("Reshape", &["x", "s"], &["y"], vec![]);
+        one(n, vec![init_i64("s", to)], &batch)
+    };
     let cases: Vec<(&str, Vec<u8>, bool)> = vec![
-        (
-            "Reshape of each image",
-            model(
-                17,
-                vec![node("Reshape", &["x", "s"], &["y"], vec![])],
-                vec![init_i64("s", &[-1, 6])],
-                vec![x.clone()],
-                vec![y()],
-            ),
-            true,
-        ),
-        (
-            "Reshape across images",
-            model(
-                17,
-                vec![node("Reshape", &["x", "s"], &["y"], vec![])],
-                vec![init_i64("s", &[-1, 3])],
-                vec![x.clone()],
-                vec![y()],
-            ),
-            false,
-        ),
+        ("Reshape of each image", reshape(&[-1, 6]), true),
+        ("Reshape across images", reshape(&[-1, 3]), false),
         (
             "Transpose moving the batch",
-            model(
-                17,
-                vec![node(
-                    "Transpose",
-                    &["x"],
-                    &["y"],
-                    vec![ints("perm", &[1, 0, 2])],
-                )],
+            one(
+                node("Transpose", &["x"], &["y"], vec![ints("perm", &[1, 0, 2])]),
                 vec![],
-                vec![x.clone()],
-                vec![y()],
+                &batch,
             ),
             false,
         ),
         (
             "Concat along the batch",
-            model(
-                17,
-                vec![node("Concat", &["x", "x"], &["y"], vec![int("axis", 0)])],
+            one(
+                node("Concat", &["x", "x"], &["y"], vec![int("axis", 0)]),
                 vec![],
-                vec![x.clone()],
-                vec![y()],
+                &batch,
             ),
             false,
         ),
         (
             "Softmax over the batch",
-            model(
-                17,
-                vec![node("Softmax", &["x"], &["y"], vec![int("axis", 0)])],
+            one(
+                node("Softmax", &["x"], &["y"], vec![int("axis", 0)]),
                 vec![],
-                vec![x.clone()],
-                vec![y()],
+                &batch,
             ),
             false,
         ),
         (
             "a fixed batch of 4",
-            model(
-                17,
-                vec![node("Relu", &["x"], &["y"], vec![])],
-                vec![],
-                vec![vi("x", F32, Some(&[4, 2, 3]))],
-                vec![y()],
-            ),
+            one(node("Relu", &["x"], &["y"], vec![]), vec![], &[4, 2, 3]),
             false,
         ),
     ];
