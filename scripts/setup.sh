@@ -2,7 +2,7 @@
 # Installs what the tests and the ORT backends need: a project-local virtual environment
 # (.venv) with ONNX (its node conformance cases), ONNX Runtime (reference outputs), NumPy and
 # Pillow (the synthetic meter and plate generators in models/synth), the Debian font packages
-# the meter generator draws with, and .ort/, the ONNX Runtime library accel's ort-* backends load (PyPI's
+# the meter generator draws with, Mesa's lavapipe Vulkan driver (the wgpu tests' device), and .ort/, the ONNX Runtime library accel's ort-* backends load (PyPI's
 # onnxruntime-openvino wheel: libonnxruntime 1.24 with the CPU and OpenVINO providers and
 # OpenVINO's CPU plugin). Idempotent.
 set -euo pipefail
@@ -30,6 +30,15 @@ if ! python3 -c "$FONT_CHECK" 2>/dev/null; then
     $SUDO apt-get install -y -q --no-install-recommends $FONT_PKGS >/dev/null \
         || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends $FONT_PKGS >/dev/null; }
     python3 -c "$FONT_CHECK"
+fi
+
+# Vulkan for the wgpu backend's tests: the loader and Mesa's lavapipe, a Vulkan 1.3 CPU
+# device, so CI runs the wgpu kernels for real without a GPU.
+if ! [ -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] && ! ls /usr/share/vulkan/icd.d/lvp_icd.*.json >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "setup: installing mesa-vulkan-drivers libvulkan1 (lavapipe)"
+    $SUDO apt-get install -y -q --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null \
+        || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null; }
 fi
 
 # The library is unpacked from the wheel, not pip-installed: it must not shadow .venv's

@@ -26,6 +26,8 @@ $PY models/synth/make_set.py plates --seed "$EVAL_SEED" --count 400 --out target
 
 ACCEL_ONNX_NODE_DIR="$($PY -c 'import onnx, os; print(os.path.join(os.path.dirname(onnx.__file__), "backend/test/data/node"))')"
 export ACCEL_ONNX_NODE_DIR
+# setup.sh installed lavapipe: a wgpu test that finds no adapter is a failure, not a skip.
+export ACCEL_REQUIRE_WGPU=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -62,3 +62,19 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         }
     })
 }
+
+/// The first wgpu adapter's backend. With `ACCEL_REQUIRE_WGPU=1` (the README's test command
+/// sets it, after installing lavapipe) a machine without one fails the test; elsewhere the
+/// test is reported as skipped, with the reason.
+pub fn wgpu_backend() -> Option<std::sync::Arc<dyn accel_core::Backend>> {
+    let probes = accel_wgpu::probe();
+    let found = probes.into_iter().find_map(|p| p.backend.ok());
+    if found.is_none() {
+        let reason = accel_wgpu::NO_ADAPTER;
+        if std::env::var("ACCEL_REQUIRE_WGPU").is_ok_and(|v| v == "1") {
+            panic!("wgpu: {reason} (ACCEL_REQUIRE_WGPU=1)");
+        }
+        eprintln!("SKIPPED wgpu tests: {reason}");
+    }
+    found
+}

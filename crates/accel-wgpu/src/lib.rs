@@ -1,17 +1,171 @@
-//! accel-wgpu: accel's GPU backend on wgpu compute pipelines.
+//! accel-wgpu: accel's GPU backend on wgpu compute pipelines (Vulkan, Metal, DX12, GL ES).
 //!
-//! Not built yet: probing reports every backend id of this crate as unavailable, with the
-//! reason, so `accelbench devices` and `bench` show it instead of silently leaving it out.
+//! Every adapter wgpu finds is a backend `wgpu:N`. Compiling a graph checks that every node
+//! has a kernel, creates the device on first use, uploads the weights once and builds a
+//! [`program`] for the graph's input shapes: the graph specialised to those shapes, lowered
+//! node by node (`ops/`, one module per operator family) to dispatches of the WGSL kernels
+//! in `kernels/`, with device buffers planned from the values' lifetimes. Other input shapes
+//! (another batch size) get a program of their own on first use, reusing the weights.
 
-use accel_core::Probe;
+mod device;
+mod kernels;
+mod ops;
+mod program;
 
-/// Backend ids this crate will provide.
-pub const BACKEND_IDS: &[&str] = &["wgpu"];
+use accel_core::{
+    Backend, CompileOptions, DeviceInfo, Dim, Error, Executable, Graph, MemoryStats, Node,
+    Precision, Probe, Result, Tensor, TensorView, passes,
+};
+use device::{Gpu, adapters, device_info};
+use ops::Consts;
+use program::Program;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// Probes this machine for the backends of this crate.
+pub use device::NO_ADAPTER;
+
+/// Probes this machine: one backend per adapter, or `wgpu` unavailable with the reason.
 pub fn probe() -> Vec<Probe> {
-    BACKEND_IDS
-        .iter()
-        .map(|id| Probe::unavailable(*id, "the wgpu backend is not implemented yet (issue #6)"))
+    let found = adapters();
+    if found.is_empty() {
+        return vec![Probe::unavailable("wgpu", NO_ADAPTER)];
+    }
+    (0..found.len())
+        .map(|i| Probe {
+            id: format!("wgpu:{i}"),
+            backend: Ok(Arc::new(WgpuBackend::new(i))),
+        })
         .collect()
+}
+
+/// One adapter; its device is created on the first compile and shared by every executable.
+pub struct WgpuBackend {
+    id: String,
+    index: usize,
+    gpu: OnceLock<std::result::Result<Arc<Gpu>, String>>,
+}
+
+impl WgpuBackend {
+    fn new(index: usize) -> WgpuBackend {
+        WgpuBackend {
+            id: format!("wgpu:{index}"),
+            index,
+            gpu: OnceLock::new(),
+        }
+    }
+
+    fn gpu(&self) -> Result<Arc<Gpu>> {
+        self.gpu
+            .get_or_init(|| Gpu::new(&adapters()[self.index], &self.id).map(Arc::new))
+            .clone()
+            .map_err(|reason| Error::BackendUnavailable {
+                backend: self.id.clone(),
+                reason,
+            })
+    }
+}
+
+impl Backend for WgpuBackend {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn device(&self) -> DeviceInfo {
+        device_info(&adapters()[self.index])
+    }
+
+    /// Kernel ops, and the shape arithmetic that specialising to input shapes folds away
+    /// (Shape, Gather, Cast, ... on shapes): a node of that kind still standing after
+    /// specialisation is an error at compile time, naming the node.
+    fn supports(&self, node: &Node) -> bool {
+        ops::supports(&node.op) || accel_core::ops::can_eval(&node.op)
+    }
+
+    fn compile(&self, graph: &Graph, options: &CompileOptions) -> Result<Box<dyn Executable>> {
+        if options.precision != Precision::F32 {
+            return Err(Error::Other(format!(
+                "the wgpu backend runs f32 only so far (asked for {:?})",
+                options.precision
+            )));
+        }
+        let gpu = self.gpu()?;
+        let exe = WgpuExecutable {
+            graph: graph.clone(),
+            gpu,
+            state: Mutex::new(State::default()),
+        };
+        // The program for the declared shapes (symbolic dimensions as 1) is built now, so
+        // that what can fail at compile time does: an op without a kernel, say.
+        let shapes: Vec<Vec<usize>> = graph
+            .inputs
+            .iter()
+            .map(|vi| {
+                vi.shape
+                    .iter()
+                    .flatten()
+                    .map(|d| match d {
+                        Dim::Known(k) => *k,
+                        Dim::Sym(_) => 1,
+                    })
+                    .collect()
+            })
+            .collect();
+        {
+            let mut state = exe.state.lock().unwrap_or_else(|e| e.into_inner());
+            exe.program(&mut state, &shapes)?;
+        }
+        Ok(Box::new(exe))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    consts: Consts,
+    programs: HashMap<Vec<Vec<usize>>, Program>,
+}
+
+pub struct WgpuExecutable {
+    graph: Graph,
+    gpu: Arc<Gpu>,
+    /// Runs take turns: a program's buffers serve one run at a time.
+    state: Mutex<State>,
+}
+
+impl WgpuExecutable {
+    fn program<'s>(&self, state: &'s mut State, shapes: &[Vec<usize>]) -> Result<&'s mut Program> {
+        if !state.programs.contains_key(shapes) {
+            let named: Vec<(&str, &[usize])> = self
+                .graph
+                .inputs
+                .iter()
+                .zip(shapes)
+                .map(|(vi, s)| (vi.name.as_str(), s.as_slice()))
+                .collect();
+            let g = passes::specialize(&self.graph, &named)?;
+            let p = Program::build(&self.gpu, &g, &mut state.consts)?;
+            state.programs.insert(shapes.to_vec(), p);
+        }
+        Ok(state.programs.get_mut(shapes).expect("inserted above"))
+    }
+}
+
+impl Executable for WgpuExecutable {
+    fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
+        passes::check_inputs(&self.graph.inputs, inputs)?;
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = &mut *state;
+        self.program(state, &shapes)?;
+        let program = state.programs.get_mut(&shapes).expect("built above");
+        program.run(&self.gpu, &state.consts, inputs)
+    }
+
+    fn memory(&self) -> MemoryStats {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        MemoryStats {
+            weights: Some(state.consts.bytes),
+            arena: state.programs.values().map(|p| p.arena_bytes).max(),
+            scratch: None,
+        }
+    }
 }

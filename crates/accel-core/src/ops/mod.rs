@@ -13,9 +13,13 @@ mod unary;
 
 pub use broadcast::{broadcast_shapes, eval_binary, eval_where};
 pub use into::eval_f32_into;
-pub use layout::{Slices, cast, concat, reshape_shape, squeeze_shape, transpose, unsqueeze_shape};
+pub use layout::{
+    Slices, broadcast_src_strides, cast, concat, reshape_shape, squeeze_shape, transpose,
+    transpose_strides, unsqueeze_shape,
+};
 pub use shapes::{
     ResolvedWindow, TypeInfo, infer, pool_output_size, resolve_conv_transpose, resolve_window,
+    spatial_2d,
 };
 pub use unary::erf;
 

@@ -138,6 +138,57 @@ pub fn resolve_window(
     })
 }
 
+/// Lifts 1-D window attributes to 2-D with a unit leading axis. The kernel and every given
+/// attribute must have one entry per spatial axis of the input (pads two).
+pub fn spatial_2d(
+    node: &Node,
+    kernel: &[usize],
+    w: &Window,
+    one_d: bool,
+) -> Result<(Vec<usize>, Window)> {
+    let n = if one_d { 1 } else { 2 };
+    let fits = |v: &[usize], per_axis: usize| v.is_empty() || v.len() == per_axis * n;
+    if kernel.len() != n
+        || !fits(&w.kernel_shape, 1)
+        || !fits(&w.strides, 1)
+        || !fits(&w.dilations, 1)
+        || !fits(&w.pads, 2)
+    {
+        return Err(Error::node(
+            node,
+            format!(
+                "the input has {n} spatial axis/axes, but the kernel is {kernel:?} (kernel_shape {:?}, strides {:?}, dilations {:?}, pads {:?})",
+                w.kernel_shape, w.strides, w.dilations, w.pads
+            ),
+        ));
+    }
+    if !one_d {
+        return Ok((kernel.to_vec(), w.clone()));
+    }
+    let lift = |v: &Vec<usize>, fill: usize| {
+        if v.is_empty() {
+            vec![]
+        } else {
+            vec![fill, v[0]]
+        }
+    };
+    let pads = if w.pads.len() == 2 {
+        vec![0, w.pads[0], 0, w.pads[1]]
+    } else {
+        vec![]
+    };
+    Ok((
+        vec![1, kernel[0]],
+        Window {
+            kernel_shape: lift(&w.kernel_shape, 1),
+            strides: lift(&w.strides, 1),
+            dilations: lift(&w.dilations, 1),
+            pads,
+            auto_pad: w.auto_pad,
+        },
+    ))
+}
+
 /// Kernel sizes, strides and dilations must be positive.
 fn check_window_values(kernel: &[usize], strides: &[usize], dilations: &[usize]) -> Result<()> {
     if kernel.contains(&0) || strides.contains(&0) || dilations.contains(&0) {

@@ -8,10 +8,11 @@
 //! serves few tiles, and narrow images pad the phase grid.
 
 use super::gemm::{Epilogue, ImplicitB, PackedA, gemm_implicit};
-use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output, spatial_2d};
+use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output};
 use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
 use accel_core::ir::{ConvTranspose, Node};
+use accel_core::ops::spatial_2d;
 use accel_core::ops::{ResolvedWindow, resolve_conv_transpose};
 use accel_core::{Error, Result, Tensor, TensorView};
 use rayon::prelude::*;

@@ -12,7 +12,7 @@ pub mod matmul;
 pub mod pool;
 mod winograd;
 
-use accel_core::ir::{Node, Window};
+use accel_core::ir::Node;
 use accel_core::{Error, Result, Tensor, TensorView, shape_err};
 
 /// A kernel's output pointer shared by tasks that write disjoint parts of it.
@@ -68,57 +68,6 @@ pub(crate) fn check_out_len(node: &Node, shape: &[usize], out: &[f32]) -> Result
         ));
     }
     Ok(())
-}
-
-/// Lifts 1-D window attributes to 2-D with a unit leading axis. The kernel and every given
-/// attribute must have one entry per spatial axis of the input (pads two).
-pub(crate) fn spatial_2d(
-    node: &Node,
-    kernel: &[usize],
-    w: &Window,
-    one_d: bool,
-) -> Result<(Vec<usize>, Window)> {
-    let n = if one_d { 1 } else { 2 };
-    let fits = |v: &[usize], per_axis: usize| v.is_empty() || v.len() == per_axis * n;
-    if kernel.len() != n
-        || !fits(&w.kernel_shape, 1)
-        || !fits(&w.strides, 1)
-        || !fits(&w.dilations, 1)
-        || !fits(&w.pads, 2)
-    {
-        return Err(Error::node(
-            node,
-            format!(
-                "the input has {n} spatial axis/axes, but the kernel is {kernel:?} (kernel_shape {:?}, strides {:?}, dilations {:?}, pads {:?})",
-                w.kernel_shape, w.strides, w.dilations, w.pads
-            ),
-        ));
-    }
-    if !one_d {
-        return Ok((kernel.to_vec(), w.clone()));
-    }
-    let lift = |v: &Vec<usize>, fill: usize| {
-        if v.is_empty() {
-            vec![]
-        } else {
-            vec![fill, v[0]]
-        }
-    };
-    let pads = if w.pads.len() == 2 {
-        vec![0, w.pads[0], 0, w.pads[1]]
-    } else {
-        vec![]
-    };
-    Ok((
-        vec![1, kernel[0]],
-        Window {
-            kernel_shape: lift(&w.kernel_shape, 1),
-            strides: lift(&w.strides, 1),
-            dilations: lift(&w.dilations, 1),
-            pads,
-            auto_pad: w.auto_pad,
-        },
-    ))
 }
 
 /// The output shape [N, C, OH, OW], or [N, C, OW] for a 1-D input.

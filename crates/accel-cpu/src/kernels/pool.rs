@@ -1,8 +1,9 @@
 //! MaxPool and AveragePool over 1-D and 2-D windows.
 
-use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output, spatial_2d};
+use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output};
 use crate::isa::{self, Isa};
 use accel_core::ir::{Node, Pool};
+use accel_core::ops::spatial_2d;
 use accel_core::ops::{ResolvedWindow, resolve_window};
 use accel_core::{Error, Result, Tensor, TensorView};
 use rayon::prelude::*;

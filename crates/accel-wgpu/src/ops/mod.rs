@@ -1,0 +1,426 @@
+//! Lowering: each node of a graph specialised to concrete shapes becomes dispatches of the
+//! kernels over logical buffers, which the planner (`program.rs`) then maps onto device
+//! buffers. One module per operator family, like the kernels.
+
+mod conv;
+mod elementwise;
+mod layout;
+mod lstm;
+mod matmul;
+mod pool;
+mod softmax;
+
+use crate::device::Gpu;
+use crate::kernels::Kernel;
+use accel_core::ir::Activation;
+use accel_core::{DType, Error, Graph, Node, Op, Result, Tensor};
+use std::collections::HashMap;
+use wgpu::util::DeviceExt;
+
+/// What a kernel binding reads or writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operand {
+    /// A constant uploaded at compile time.
+    Const(usize),
+    /// A logical buffer (a value, or a temporary of one node).
+    Value(usize),
+}
+
+/// One kernel dispatch: its parameters, what it binds (binding 0 is always the parameters),
+/// and its grid.
+pub(crate) struct Dispatch {
+    pub node: usize,
+    pub kernel: Kernel,
+    pub params: Vec<u32>,
+    pub bindings: Vec<(u32, Operand)>,
+    pub groups: [u32; 3],
+}
+
+/// Constants on the device, uploaded once per executable and shared by the programs of every
+/// input shape: weights, and what lowerings derive from them (summed LSTM biases, zero
+/// biases).
+#[derive(Default)]
+pub(crate) struct Consts {
+    pub buffers: Vec<wgpu::Buffer>,
+    by_key: HashMap<String, usize>,
+    pub bytes: usize,
+}
+
+impl Consts {
+    fn get_or_upload(
+        &mut self,
+        gpu: &Gpu,
+        key: &str,
+        data: impl FnOnce() -> Result<Vec<f32>>,
+    ) -> Result<usize> {
+        if let Some(&i) = self.by_key.get(key) {
+            return Ok(i);
+        }
+        let mut values = data()?;
+        // Bindings cannot be empty.
+        if values.is_empty() {
+            values.push(0.0);
+        }
+        let buffer = gpu.scoped(&format!("uploading constant '{key}'"), || {
+            Ok(gpu
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(key),
+                    contents: bytemuck::cast_slice(&values),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                }))
+        })?;
+        self.bytes += values.len() * 4;
+        self.buffers.push(buffer);
+        self.by_key.insert(key.to_string(), self.buffers.len() - 1);
+        Ok(self.buffers.len() - 1)
+    }
+}
+
+/// Lowering state for one specialised graph.
+pub(crate) struct Lowering<'a> {
+    pub graph: &'a Graph,
+    gpu: &'a Gpu,
+    consts: &'a mut Consts,
+    /// Bytes of each logical buffer.
+    pub values: Vec<usize>,
+    names: HashMap<String, usize>,
+    pub dispatches: Vec<Dispatch>,
+    node: usize,
+}
+
+impl<'a> Lowering<'a> {
+    pub fn new(graph: &'a Graph, gpu: &'a Gpu, consts: &'a mut Consts) -> Result<Lowering<'a>> {
+        let mut l = Lowering {
+            graph,
+            gpu,
+            consts,
+            values: Vec::new(),
+            names: HashMap::new(),
+            dispatches: Vec::new(),
+            node: 0,
+        };
+        for vi in &graph.inputs {
+            if vi.dtype != DType::F32 {
+                return Err(Error::Other(format!(
+                    "the wgpu backend runs f32 tensors; input '{}' is {}",
+                    vi.name, vi.dtype
+                )));
+            }
+            l.new_value(&vi.name)?;
+        }
+        Ok(l)
+    }
+
+    /// The logical buffer holding a value, if it is not a constant.
+    pub fn value_id(&self, name: &str) -> Option<usize> {
+        self.names.get(name).copied()
+    }
+
+    pub fn lower(&mut self, index: usize, node: &Node) -> Result<()> {
+        self.node = index;
+        lower_node(self, node)
+    }
+
+    fn new_value(&mut self, name: &str) -> Result<usize> {
+        let shape = self.shape(name)?;
+        let n: usize = shape.iter().product();
+        if n == 0 {
+            return Err(Error::Other(format!(
+                "value '{name}' is empty ({shape:?}); the wgpu backend does not run empty tensors"
+            )));
+        }
+        self.values.push(n * 4);
+        self.names.insert(name.to_string(), self.values.len() - 1);
+        Ok(self.values.len() - 1)
+    }
+
+    /// A value's concrete shape (the graph is specialised, so every value has one).
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        let vi = self
+            .graph
+            .value_type(name)
+            .ok_or_else(|| Error::Other(format!("value '{name}' has no inferred type")))?;
+        vi.shape
+            .as_ref()
+            .and_then(|s| s.iter().map(|d| d.known()).collect::<Option<Vec<usize>>>())
+            .ok_or_else(|| Error::Other(format!("value '{name}' has no concrete shape")))
+    }
+
+    /// A node input as an operand: constants are uploaded on first use.
+    pub fn input(&mut self, node: &Node, i: usize) -> Result<Operand> {
+        let name = node
+            .inputs
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Error::node(node, format!("input {i} is missing")))?;
+        if let Some(t) = self.graph.constant(name) {
+            let id = self.upload(node, name, || Ok(t.clone()))?;
+            return Ok(Operand::Const(id));
+        }
+        self.names
+            .get(name)
+            .map(|&v| Operand::Value(v))
+            .ok_or_else(|| Error::node(node, format!("input '{name}' is not computed before")))
+    }
+
+    pub fn input_shape(&self, node: &Node, i: usize) -> Result<Vec<usize>> {
+        let name = node
+            .inputs
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Error::node(node, format!("input {i} is missing")))?;
+        self.shape(name)
+    }
+
+    pub fn has_input(node: &Node, i: usize) -> bool {
+        node.inputs.get(i).is_some_and(|n| !n.is_empty())
+    }
+
+    /// A constant input's values, or an error saying the input must be constant.
+    pub fn const_input(&self, node: &Node, i: usize, what: &str) -> Result<&'a Tensor> {
+        node.inputs
+            .get(i)
+            .and_then(|n| self.graph.constant(n))
+            .ok_or_else(|| {
+                Error::node(
+                    node,
+                    format!("the wgpu backend needs {what} (input {i}) to be a constant"),
+                )
+            })
+    }
+
+    /// Uploads derived data under a key of its own.
+    pub fn upload(
+        &mut self,
+        node: &Node,
+        key: &str,
+        data: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<usize> {
+        self.consts.get_or_upload(self.gpu, key, || {
+            let t = data()?;
+            t.to_f32_vec()
+                .map_err(|e| Error::node(node, format!("constant '{key}': {e}")))
+        })
+    }
+
+    pub fn upload_f32(&mut self, key: &str, data: Vec<f32>) -> Result<usize> {
+        self.consts.get_or_upload(self.gpu, key, || Ok(data))
+    }
+
+    /// The logical buffer of node output `i`, which must be f32.
+    pub fn output(&mut self, node: &Node, i: usize) -> Result<usize> {
+        let name = node
+            .outputs
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Error::node(node, format!("output {i} is missing")))?;
+        let vi = self.graph.value_type(name);
+        if let Some(vi) = vi.filter(|v| v.dtype != DType::F32) {
+            return Err(Error::node(
+                node,
+                format!(
+                    "the wgpu backend runs f32 tensors; output '{name}' is {}",
+                    vi.dtype
+                ),
+            ));
+        }
+        self.new_value(name)
+            .map_err(|e| Error::node(node, e.to_string()))
+    }
+
+    /// A buffer of `elems` f32 values for this node only.
+    pub fn temp(&mut self, elems: usize) -> usize {
+        self.values.push(elems.max(1) * 4);
+        self.values.len() - 1
+    }
+
+    /// Output `name` shares input `from`'s buffer (a reshape of it).
+    pub fn alias(&mut self, node: &Node) -> Result<()> {
+        let from = node
+            .inputs
+            .first()
+            .ok_or_else(|| Error::node(node, "no input"))?;
+        let to = node
+            .outputs
+            .first()
+            .ok_or_else(|| Error::node(node, "no output"))?;
+        match self.input(node, 0)? {
+            Operand::Value(v) => {
+                self.names.insert(to.clone(), v);
+                Ok(())
+            }
+            // Specialisation folds reshapes of constants.
+            Operand::Const(_) => Err(Error::node(
+                node,
+                format!("'{from}' is a constant: this reshape should have been folded"),
+            )),
+        }
+    }
+
+    pub fn dispatch(
+        &mut self,
+        kernel: Kernel,
+        params: Vec<u32>,
+        bindings: Vec<(u32, Operand)>,
+        groups: [u32; 3],
+    ) {
+        self.dispatches.push(Dispatch {
+            node: self.node,
+            kernel,
+            params,
+            bindings,
+            groups,
+        });
+    }
+
+    /// A dispatch of one invocation per element of `n`, 256 per workgroup, the grid wrapped
+    /// into y past the per-dimension limit.
+    pub fn dispatch_flat(
+        &mut self,
+        node: &Node,
+        kernel: Kernel,
+        params: Vec<u32>,
+        bindings: Vec<(u32, Operand)>,
+        n: usize,
+    ) -> Result<()> {
+        let groups = flat_groups(n, self.gpu.limits.max_compute_workgroups_per_dimension)
+            .ok_or_else(|| {
+                Error::node(node, format!("{n} values are too many for one dispatch"))
+            })?;
+        self.dispatch(kernel, params, bindings, groups);
+        Ok(())
+    }
+
+    /// The most workgroups one dispatch dimension takes.
+    pub fn gpu_limits_per_dimension(&self) -> usize {
+        self.gpu.limits.max_compute_workgroups_per_dimension as usize
+    }
+
+    /// A u32 parameter, or an error when the value does not fit.
+    pub fn u32_of(node: &Node, v: usize) -> Result<u32> {
+        u32::try_from(v).map_err(|_| {
+            Error::node(
+                node,
+                format!("{v} does not fit the kernels' 32-bit indices"),
+            )
+        })
+    }
+}
+
+/// Workgroups of 256 for `n` invocations: x up to `max`, then rows of y.
+fn flat_groups(n: usize, max: u32) -> Option<[u32; 3]> {
+    let groups = n.div_ceil(256).max(1);
+    let max = max.max(1) as usize;
+    let (x, y) = if groups <= max {
+        (groups, 1)
+    } else {
+        (max, groups.div_ceil(max))
+    };
+    (y <= max).then_some([x as u32, y as u32, 1])
+}
+
+/// (code, lo, hi) of a fused activation, as the kernels' `activate` reads them.
+pub(crate) fn activation_params(a: Option<Activation>) -> [u32; 3] {
+    let (code, lo, hi) = match a {
+        None => (0, 0.0, 0.0),
+        Some(Activation::Relu) => (1, 0.0, 0.0),
+        Some(Activation::Clip { min, max }) => (2, min, max),
+        Some(Activation::Sigmoid) => (3, 0.0, 0.0),
+    };
+    [code, f32::to_bits(lo), f32::to_bits(hi)]
+}
+
+/// Whether the wgpu backend has kernels for this operator (the rest of the node's checks
+/// happen when it is lowered on concrete shapes).
+pub(crate) fn supports(op: &Op) -> bool {
+    use accel_core::ir::{BinaryOp, UnaryOp};
+    match op {
+        Op::Conv(_)
+        | Op::ConvTranspose(_)
+        | Op::MaxPool(_)
+        | Op::AveragePool(_)
+        | Op::GlobalAveragePool
+        | Op::GlobalMaxPool
+        | Op::BatchNormalization { .. }
+        | Op::MatMul { .. }
+        | Op::Gemm(_)
+        | Op::Lstm(_)
+        | Op::Clip
+        | Op::LeakyRelu { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::Concat { .. }
+        | Op::Reshape { .. }
+        | Op::Transpose { .. }
+        | Op::Squeeze
+        | Op::Unsqueeze
+        | Op::Flatten { .. }
+        | Op::Slice
+        | Op::Identity => true,
+        Op::Unary(u) => !matches!(u, UnaryOp::Erf | UnaryOp::Not),
+        Op::Binary(b) => matches!(
+            b,
+            BinaryOp::Add
+                | BinaryOp::Sub
+                | BinaryOp::Mul
+                | BinaryOp::Div
+                | BinaryOp::Pow
+                | BinaryOp::Max
+                | BinaryOp::Min
+        ),
+        _ => false,
+    }
+}
+
+fn lower_node(l: &mut Lowering, node: &Node) -> Result<()> {
+    match &node.op {
+        Op::Conv(c) => conv::conv(l, node, c),
+        Op::ConvTranspose(c) => conv::conv_transpose(l, node, c),
+        Op::MaxPool(p) => pool::pool(l, node, Some(p), false),
+        Op::AveragePool(p) => pool::pool(l, node, Some(p), true),
+        Op::GlobalMaxPool => pool::pool(l, node, None, false),
+        Op::GlobalAveragePool => pool::pool(l, node, None, true),
+        Op::BatchNormalization { epsilon } => elementwise::batch_norm(l, node, *epsilon),
+        Op::MatMul { activation } => matmul::matmul(l, node, *activation),
+        Op::Gemm(g) => matmul::gemm(l, node, g),
+        Op::Lstm(a) => lstm::lstm(l, node, a),
+        Op::Unary(u) if supports(&node.op) => elementwise::unary(l, node, *u),
+        Op::Clip => elementwise::clip(l, node),
+        Op::LeakyRelu { alpha } => elementwise::leaky_relu(l, node, *alpha),
+        Op::Binary(b) if supports(&node.op) => elementwise::binary(l, node, *b),
+        Op::Softmax { axis, legacy } => softmax::softmax(l, node, *axis, *legacy, false),
+        Op::LogSoftmax { axis, legacy } => softmax::softmax(l, node, *axis, *legacy, true),
+        Op::Concat { axis } => layout::concat(l, node, *axis),
+        Op::Transpose { perm } => layout::transpose(l, node, perm.as_deref()),
+        Op::Slice => layout::slice(l, node),
+        Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Flatten { .. } | Op::Identity => {
+            l.alias(node)
+        }
+        op => Err(Error::node(
+            node,
+            format!("the wgpu backend has no kernel for {}", op.name()),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flat_groups;
+
+    #[test]
+    fn flat_grids_cover_every_invocation_within_the_limits() {
+        for (n, max) in [
+            (1, 65535),
+            (256, 65535),
+            (257, 65535),
+            (10_000_000, 65535),
+            (5000, 7),
+        ] {
+            let [x, y, z] = flat_groups(n, max).expect("fits");
+            assert!(x <= max && y <= max && z == 1);
+            assert!((x as usize) * (y as usize) * 256 >= n, "{n} on {max}");
+        }
+        assert!(flat_groups(1 << 40, 16).is_none());
+    }
+}
