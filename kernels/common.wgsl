@@ -2,7 +2,9 @@
 // 2-D grid of 256-wide workgroups, parameter access and the fused activations.
 //
 // Every family binds its parameters at binding 0 as an array of u32 (`p`); f32 parameters
-// are stored as their bits.
+// are stored as their bits. Tensors are arrays of `T`, which the host defines before this
+// file as f32 or (with `enable f16;`) f16: kernels load them as f32, compute and accumulate
+// in f32, and store T.
 
 const WG: u32 = 256u;
 

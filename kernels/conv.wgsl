@@ -1,14 +1,15 @@
-// Convolution over NCHW images (1-D convolutions come as height 1), direct: one output value
-// per invocation, the window's taps clipped to the input, bias and activation fused.
+// Convolution over NCHW images (1-D convolutions come as height 1), bias and activation
+// fused. `conv`: direct, one output value per invocation, the window's taps clipped to the
+// input (grouped and depthwise convs). `conv_tiled`: dense convs as an implicit GEMM.
 //
 // p = [n_out, N, C, H, W, OC, OH, OW, KH, KW, SH, SW, PT, PL, DH, DW, G, act, lo, hi]
 // w: [OC, C / G, KH, KW]; bias: [OC].
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read> w: array<T>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;
+@group(0) @binding(4) var<storage, read_write> out: array<T>;
 
 @compute @workgroup_size(256)
 fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -28,7 +29,7 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let g = oc / ocg;
     let y0 = i32(oy * p[10]) - i32(p[12]);
     let x0 = i32(ox * p[11]) - i32(p[13]);
-    var acc = bias[oc];
+    var acc = f32(bias[oc]);
     for (var ic = 0u; ic < icg; ic++) {
         let xb = (n * C + g * icg + ic) * H * W;
         let wb = (oc * icg + ic) * KH * KW;
@@ -42,9 +43,86 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
                 if ix < 0 || ix >= i32(W) {
                     continue;
                 }
-                acc += x[xb + u32(iy) * W + u32(ix)] * w[wb + ky * KW + kx];
+                acc += f32(x[xb + u32(iy) * W + u32(ix)]) * f32(w[wb + ky * KW + kx]);
             }
         }
     }
-    out[i] = activate(acc, p[17], pf(18u), pf(19u));
+    out[i] = T(activate(acc, p[17], pf(18u), pf(19u)));
+}
+
+// Dense convolutions (one group) as an implicit GEMM (tile.wgsl): out[oc, (n, pixel)] =
+// W[oc, k] · X_col[k, (n, pixel)] with k = (ic, ky, kx), the input columns gathered while
+// they are staged.
+
+// X_col[k, col], zero outside the image.
+fn im2col(k: u32, col: u32) -> f32 {
+    let C = p[2]; let H = p[3]; let W = p[4]; let OH = p[6]; let OW = p[7];
+    let KH = p[8]; let KW = p[9];
+    let taps = KH * KW;
+    let ic = k / taps;
+    let ky = (k % taps) / KW;
+    let kx = k % KW;
+    let pixels = OH * OW;
+    let n = col / pixels;
+    let pix = col % pixels;
+    let iy = i32((pix / OW) * p[10] + ky * p[14]) - i32(p[12]);
+    let ix = i32((pix % OW) * p[11] + kx * p[15]) - i32(p[13]);
+    if iy < 0 || iy >= i32(H) || ix < 0 || ix >= i32(W) {
+        return 0.0;
+    }
+    return f32(x[((n * C + ic) * H + u32(iy)) * W + u32(ix)]);
+}
+
+@compute @workgroup_size(256)
+fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>,
+              @builtin(local_invocation_index) li: u32) {
+    let C = p[2]; let OC = p[5]; let OH = p[6]; let OW = p[7];
+    let K = C * p[8] * p[9];
+    let pixels = OH * OW;
+    let cols = p[1] * pixels;
+    let m0 = wid.y * BM;
+    let n0 = wid.x * BN;
+    let tm = li / 16u;
+    let tn = li % 16u;
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < K; k0 += BK) {
+        for (var r = 0u; r < 4u; r++) {
+            let idx = li + 256u * r;
+            // Weights: consecutive invocations read consecutive k of a row.
+            let m = idx / BK;
+            let kw = idx % BK;
+            var wv = 0.0;
+            if m0 + m < OC && k0 + kw < K {
+                wv = f32(w[(m0 + m) * K + k0 + kw]);
+            }
+            tile_w[kw][m] = wv;
+            // Input columns: consecutive invocations read consecutive pixels.
+            let kx = idx / BN;
+            let n = idx % BN;
+            var xv = 0.0;
+            if k0 + kx < K && n0 + n < cols {
+                xv = im2col(k0 + kx, n0 + n);
+            }
+            tile_x[kx][n] = xv;
+        }
+        workgroupBarrier();
+        accumulate_tiles(tm, tn, &acc);
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let oc = m0 + tm * 4u + i;
+        if oc >= OC {
+            continue;
+        }
+        let bv = f32(bias[oc]);
+        for (var j = 0u; j < 4u; j++) {
+            let col = n0 + tn * 4u + j;
+            if col >= cols {
+                continue;
+            }
+            let n = col / pixels;
+            let v = activate(acc[i][j] + bv, p[17], pf(18u), pf(19u));
+            out[(n * OC + oc) * pixels + col % pixels] = T(v);
+        }
+    }
 }

@@ -6,9 +6,9 @@
 //         padded with leading ones.
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<T>;
+@group(0) @binding(2) var<storage, read> b: array<T>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
 
 // Unary codes past the activations: 16 exp, 17 log, 18 neg, 19 abs, 20 sqrt, 21 reciprocal,
 // 22 floor, 23 ceil.
@@ -33,7 +33,7 @@ fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
     if i >= p[0] {
         return;
     }
-    out[i] = unary_op(a[i], p[1], pf(2u), pf(3u));
+    out[i] = T(unary_op(f32(a[i]), p[1], pf(2u), pf(3u)));
 }
 
 // Binary codes: 0 add, 1 sub, 2 mul, 3 div, 4 pow, 5 max, 6 min.
@@ -66,5 +66,5 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         ia += idx * p[10u + u32(d)];
         ib += idx * p[16u + u32(d)];
     }
-    out[i] = binary_op(a[ia], b[ib], p[2]);
+    out[i] = T(binary_op(f32(a[ia]), f32(b[ib]), p[2]));
 }

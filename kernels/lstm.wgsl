@@ -9,16 +9,15 @@
 // y: [T, dirs, B, H] (layout 0) or [B, T, dirs, H] (layout 1); yh, yc like h0.
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
-@group(0) @binding(1) var<storage, read> gx: array<f32>;
-@group(0) @binding(2) var<storage, read> r: array<f32>;
-@group(0) @binding(3) var<storage, read> h0: array<f32>;
-@group(0) @binding(4) var<storage, read> c0: array<f32>;
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;
-@group(0) @binding(6) var<storage, read_write> yh: array<f32>;
-@group(0) @binding(7) var<storage, read_write> yc: array<f32>;
+@group(0) @binding(1) var<storage, read> gx: array<T>;
+@group(0) @binding(2) var<storage, read> r: array<T>;
+@group(0) @binding(3) var<storage, read> h0: array<T>;
+@group(0) @binding(4) var<storage, read> c0: array<T>;
+@group(0) @binding(5) var<storage, read_write> y: array<T>;
+@group(0) @binding(6) var<storage, read_write> yh: array<T>;
+@group(0) @binding(7) var<storage, read_write> yc: array<T>;
 
-// Hidden sizes up to MAX_H (the lowering checks).
-const MAX_H: u32 = 256u;
+// Hidden sizes up to 256 (the lowering checks).
 var<workgroup> h: array<f32, 256>;
 var<workgroup> cell: array<f32, 256>;
 var<workgroup> gates: array<f32, 1024>;
@@ -37,7 +36,7 @@ fn state_index(d: u32, bi: u32, u: u32) -> u32 {
 
 @compute @workgroup_size(256)
 fn lstm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let T = p[0]; let B = p[1]; let H = p[2]; let dirs = p[3];
+    let steps = p[0]; let B = p[1]; let H = p[2]; let dirs = p[3];
     let d = wid.x;
     let bi = wid.y;
     let reverse = d == 1u || p[4] == 1u;
@@ -47,22 +46,22 @@ fn lstm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         var hv = 0.0;
         var cv = 0.0;
         if p[9] == 1u {
-            hv = h0[state_index(d, bi, u)];
-            cv = c0[state_index(d, bi, u)];
+            hv = f32(h0[state_index(d, bi, u)]);
+            cv = f32(c0[state_index(d, bi, u)]);
         }
         h[u] = hv;
         cell[u] = cv;
     }
     workgroupBarrier();
-    for (var s = 0u; s < T; s++) {
-        let t = select(s, T - 1u - s, reverse);
-        let row = select(t * B + bi, bi * T + t, batch_first);
-        let gbase = (d * T * B + row) * H4;
+    for (var s = 0u; s < steps; s++) {
+        let t = select(s, steps - 1u - s, reverse);
+        let row = select(t * B + bi, bi * steps + t, batch_first);
+        let gbase = (d * steps * B + row) * H4;
         for (var j = lid.x; j < H4; j += WG) {
-            var acc = gx[gbase + j];
+            var acc = f32(gx[gbase + j]);
             let rbase = (d * H4 + j) * H;
             for (var k = 0u; k < H; k++) {
-                acc += r[rbase + k] * h[k];
+                acc += f32(r[rbase + k]) * h[k];
             }
             gates[j] = acc;
         }
@@ -78,14 +77,14 @@ fn lstm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let hn = o * tanh_safe(cn);
             cell[u] = cn;
             h[u] = hn;
-            let yi = select(((t * dirs + d) * B + bi) * H + u, ((bi * T + t) * dirs + d) * H + u,
+            let yi = select(((t * dirs + d) * B + bi) * H + u, ((bi * steps + t) * dirs + d) * H + u,
                             batch_first);
-            y[yi] = hn;
+            y[yi] = T(hn);
         }
         workgroupBarrier();
     }
     for (var u = lid.x; u < H; u += WG) {
-        yh[state_index(d, bi, u)] = h[u];
-        yc[state_index(d, bi, u)] = cell[u];
+        yh[state_index(d, bi, u)] = T(h[u]);
+        yc[state_index(d, bi, u)] = T(cell[u]);
     }
 }

@@ -7,20 +7,20 @@
 // Batch z of the grid is the flat index over batch_dims; out is [batches, M, N].
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> c: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<T>;
+@group(0) @binding(2) var<storage, read> b: array<T>;
+@group(0) @binding(3) var<storage, read> c: array<T>;
+@group(0) @binding(4) var<storage, read_write> out: array<T>;
 
-const T: u32 = 16u;
+const TILE: u32 = 16u;
 var<workgroup> ta: array<array<f32, 16>, 16>;
 var<workgroup> tb: array<array<f32, 16>, 16>;
 
 @compute @workgroup_size(16, 16)
 fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let M = p[0]; let N = p[1]; let K = p[2];
-    let row = wid.y * T + lid.y;
-    let col = wid.x * T + lid.x;
+    let row = wid.y * TILE + lid.y;
+    let col = wid.x * TILE + lid.x;
     var rest = wid.z;
     var ao = 0u; var bo = 0u; var co = 0u;
     for (var d = 3i; d >= 0; d--) {
@@ -33,21 +33,21 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     }
     let a_rs = p[20]; let a_cs = p[21]; let b_rs = p[22]; let b_cs = p[23];
     var acc = 0.0;
-    for (var k0 = 0u; k0 < K; k0 += T) {
+    for (var k0 = 0u; k0 < K; k0 += TILE) {
         let ka = k0 + lid.x;
         var va = 0.0;
         if row < M && ka < K {
-            va = a[ao + row * a_rs + ka * a_cs];
+            va = f32(a[ao + row * a_rs + ka * a_cs]);
         }
         ta[lid.y][lid.x] = va;
         let kb = k0 + lid.y;
         var vb = 0.0;
         if kb < K && col < N {
-            vb = b[bo + kb * b_rs + col * b_cs];
+            vb = f32(b[bo + kb * b_rs + col * b_cs]);
         }
         tb[lid.y][lid.x] = vb;
         workgroupBarrier();
-        for (var kk = 0u; kk < T; kk++) {
+        for (var kk = 0u; kk < TILE; kk++) {
             acc += ta[lid.y][kk] * tb[kk][lid.x];
         }
         workgroupBarrier();
@@ -55,8 +55,8 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) l
     if row < M && col < N {
         var v = pf(30u) * acc;
         if p[27] == 1u {
-            v += pf(31u) * c[co + row * p[28] + col * p[29]];
+            v += pf(31u) * f32(c[co + row * p[28] + col * p[29]]);
         }
-        out[(wid.z * M + row) * N + col] = activate(v, p[24], pf(25u), pf(26u));
+        out[(wid.z * M + row) * N + col] = T(activate(v, p[24], pf(25u), pf(26u)));
     }
 }

@@ -4,8 +4,8 @@
 //      count_include_pad, PB, PR]
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> out: array<T>;
 
 @compute @workgroup_size(256)
 fn pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -36,7 +36,7 @@ fn pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if iy < 0 || iy >= H || ix < 0 || ix >= W {
                 continue;
             }
-            let v = x[plane * u32(H * W) + u32(iy * W + ix)];
+            let v = f32(x[plane * u32(H * W) + u32(iy * W + ix)]);
             best = max(best, v);
             sum += v;
             valid++;
@@ -44,8 +44,8 @@ fn pool(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     if average {
         let count = select(valid, padded, p[15] == 1u);
-        out[i] = sum / f32(max(count, 1u));
+        out[i] = T(sum / f32(max(count, 1u)));
     } else {
-        out[i] = best;
+        out[i] = T(best);
     }
 }

@@ -4,8 +4,8 @@
 // p = [rows, n, inner, log]
 
 @group(0) @binding(0) var<storage, read> p: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> out: array<T>;
 
 @compute @workgroup_size(256)
 fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -18,15 +18,15 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let base = (r / inner) * n * inner + r % inner;
     var m = -3.40282347e38;
     for (var k = 0u; k < n; k++) {
-        m = max(m, x[base + k * inner]);
+        m = max(m, f32(x[base + k * inner]));
     }
     var s = 0.0;
     for (var k = 0u; k < n; k++) {
-        s += exp(x[base + k * inner] - m);
+        s += exp(f32(x[base + k * inner]) - m);
     }
     let log_s = log(s);
     for (var k = 0u; k < n; k++) {
-        let z = x[base + k * inner] - m;
-        out[base + k * inner] = select(exp(z) / s, z - log_s, p[3] == 1u);
+        let z = f32(x[base + k * inner]) - m;
+        out[base + k * inner] = T(select(exp(z) / s, z - log_s, p[3] == 1u));
     }
 }

@@ -35,6 +35,26 @@ pub struct CompileOptions {
     /// Worker threads; `None` means the backend's default (physical cores for the CPU).
     pub threads: Option<usize>,
     pub precision: Precision,
+    /// Record each kernel's device time on every run (GPU backends with timestamp queries;
+    /// costs a compute pass per kernel). Without it they record only the whole run's.
+    pub profile: bool,
+}
+
+/// Device-side times of one run, where a backend measures them (GPU timestamp queries).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelProfile {
+    /// From the first kernel's start to the last one's end.
+    pub total_ms: f64,
+    /// Per node, in graph order, with the node's operator; only when compiled with
+    /// `CompileOptions::profile`.
+    pub nodes: Vec<NodeTime>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeTime {
+    pub node: String,
+    pub op: String,
+    pub ms: f64,
 }
 
 pub trait Backend: Send + Sync {
@@ -55,6 +75,11 @@ pub trait Executable: Send + Sync {
     /// What the compiled graph holds in memory, as far as the backend knows it.
     fn memory(&self) -> MemoryStats {
         MemoryStats::default()
+    }
+
+    /// Device times of the last run, where the backend measures them.
+    fn last_kernel_profile(&self) -> Option<KernelProfile> {
+        None
     }
 }
 

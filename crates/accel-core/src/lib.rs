@@ -13,7 +13,10 @@ pub mod ops;
 pub mod passes;
 mod tensor;
 
-pub use backend::{Backend, CompileOptions, DeviceInfo, Executable, MemoryStats, Precision, Probe};
+pub use backend::{
+    Backend, CompileOptions, DeviceInfo, Executable, KernelProfile, MemoryStats, NodeTime,
+    Precision, Probe,
+};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use half;

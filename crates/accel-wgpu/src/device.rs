@@ -98,6 +98,8 @@ pub(crate) struct Gpu {
     pub queue: wgpu::Queue,
     pub kernels: Kernels,
     pub limits: wgpu::Limits,
+    /// Nanoseconds per timestamp tick, when the device has timestamp queries.
+    pub timestamp_ns: Option<f64>,
     /// Errors no error scope caught (wgpu's default handler would panic on them).
     uncaptured: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -106,10 +108,13 @@ pub(crate) struct Gpu {
 impl Gpu {
     pub fn new(adapter: &wgpu::Adapter, label: &str) -> std::result::Result<Gpu, String> {
         let limits = adapter.limits();
+        // Kernel timing where the adapter has timestamps, the f16 kernels where it has f16.
+        let features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16);
         // The graphs need what the adapter has at most: bigger bindings, 8 storage buffers.
         let desc = wgpu::DeviceDescriptor {
             label: Some(label),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             memory_hints: wgpu::MemoryHints::Performance,
             ..Default::default()
@@ -130,7 +135,11 @@ impl Gpu {
                 *l = Some(format!("{reason:?}: {message}"));
             }
         });
+        let timestamp_ns = features
+            .contains(wgpu::Features::TIMESTAMP_QUERY)
+            .then(|| queue.get_timestamp_period() as f64);
         Ok(Gpu {
+            timestamp_ns,
             device,
             queue,
             kernels: Kernels::default(),

@@ -20,17 +20,23 @@ pub(crate) enum Family {
     Lstm,
 }
 
+const TILE: &str = include_str!("../../../kernels/tile.wgsl");
+
 impl Family {
-    fn source(self) -> &'static str {
+    /// The family's WGSL after common.wgsl: the implicit-GEMM families share tile.wgsl.
+    fn source(self) -> String {
         match self {
-            Family::Elementwise => include_str!("../../../kernels/elementwise.wgsl"),
-            Family::Layout => include_str!("../../../kernels/layout.wgsl"),
-            Family::Conv => include_str!("../../../kernels/conv.wgsl"),
-            Family::ConvTranspose => include_str!("../../../kernels/conv_transpose.wgsl"),
-            Family::Pool => include_str!("../../../kernels/pool.wgsl"),
-            Family::Softmax => include_str!("../../../kernels/softmax.wgsl"),
-            Family::Matmul => include_str!("../../../kernels/matmul.wgsl"),
-            Family::Lstm => include_str!("../../../kernels/lstm.wgsl"),
+            Family::Elementwise => include_str!("../../../kernels/elementwise.wgsl").into(),
+            Family::Layout => include_str!("../../../kernels/layout.wgsl").into(),
+            Family::Conv => format!("{TILE}\n{}", include_str!("../../../kernels/conv.wgsl")),
+            Family::ConvTranspose => format!(
+                "{TILE}\n{}",
+                include_str!("../../../kernels/conv_transpose.wgsl")
+            ),
+            Family::Pool => include_str!("../../../kernels/pool.wgsl").into(),
+            Family::Softmax => include_str!("../../../kernels/softmax.wgsl").into(),
+            Family::Matmul => include_str!("../../../kernels/matmul.wgsl").into(),
+            Family::Lstm => include_str!("../../../kernels/lstm.wgsl").into(),
         }
     }
 }
@@ -42,25 +48,55 @@ pub(crate) struct Kernel {
     pub entry: &'static str,
 }
 
+/// What the kernels' tensors hold: the `T` of the WGSL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Storage {
+    F32,
+    /// f16 storage, f32 arithmetic inside the kernels (needs SHADER_F16).
+    F16,
+}
+
+impl Storage {
+    pub fn bytes(self) -> usize {
+        match self {
+            Storage::F32 => 4,
+            Storage::F16 => 2,
+        }
+    }
+
+    fn prelude(self) -> &'static str {
+        match self {
+            Storage::F32 => "alias T = f32;\n",
+            Storage::F16 => "enable f16;\nalias T = f16;\n",
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Kernels {
-    modules: Mutex<HashMap<Family, wgpu::ShaderModule>>,
-    pipelines: Mutex<HashMap<Kernel, wgpu::ComputePipeline>>,
+    modules: Mutex<HashMap<(Family, Storage), wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<(Kernel, Storage), wgpu::ComputePipeline>>,
 }
 
 impl Kernels {
     /// The pipeline of `kernel`, built on first use (a shader error is a typed error).
-    pub fn pipeline(&self, gpu: &Gpu, kernel: Kernel) -> Result<wgpu::ComputePipeline> {
+    pub fn pipeline(
+        &self,
+        gpu: &Gpu,
+        kernel: Kernel,
+        storage: Storage,
+    ) -> Result<wgpu::ComputePipeline> {
         let mut pipelines = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = pipelines.get(&kernel) {
+        if let Some(p) = pipelines.get(&(kernel, storage)) {
             return Ok(p.clone());
         }
         let module = {
             let mut modules = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-            match modules.get(&kernel.family) {
+            match modules.get(&(kernel.family, storage)) {
                 Some(m) => m.clone(),
                 None => {
-                    let source = format!("{COMMON}\n{}", kernel.family.source());
+                    let source =
+                        format!("{}{COMMON}\n{}", storage.prelude(), kernel.family.source());
                     let m = gpu.scoped(&format!("the {:?} shaders", kernel.family), || {
                         Ok(gpu
                             .device
@@ -69,7 +105,7 @@ impl Kernels {
                                 source: wgpu::ShaderSource::Wgsl(source.into()),
                             }))
                     })?;
-                    modules.insert(kernel.family, m.clone());
+                    modules.insert((kernel.family, storage), m.clone());
                     m
                 }
             }
@@ -86,7 +122,7 @@ impl Kernels {
                     cache: None,
                 }))
         })?;
-        pipelines.insert(kernel, pipeline.clone());
+        pipelines.insert((kernel, storage), pipeline.clone());
         Ok(pipeline)
     }
 }

@@ -13,10 +13,11 @@ mod ops;
 mod program;
 
 use accel_core::{
-    Backend, CompileOptions, DeviceInfo, Dim, Error, Executable, Graph, MemoryStats, Node,
-    Precision, Probe, Result, Tensor, TensorView, passes,
+    Backend, CompileOptions, DeviceInfo, Dim, Error, Executable, Graph, KernelProfile, MemoryStats,
+    Node, Precision, Probe, Result, Tensor, TensorView, passes,
 };
 use device::{Gpu, adapters, device_info};
+use kernels::Storage;
 use ops::Consts;
 use program::Program;
 use std::collections::HashMap;
@@ -82,17 +83,28 @@ impl Backend for WgpuBackend {
     }
 
     fn compile(&self, graph: &Graph, options: &CompileOptions) -> Result<Box<dyn Executable>> {
-        if options.precision != Precision::F32 {
-            return Err(Error::Other(format!(
-                "the wgpu backend runs f32 only so far (asked for {:?})",
-                options.precision
-            )));
-        }
         let gpu = self.gpu()?;
+        let storage = match options.precision {
+            Precision::F32 => Storage::F32,
+            Precision::F16 if gpu.device.features().contains(wgpu::Features::SHADER_F16) => {
+                Storage::F16
+            }
+            Precision::F16 => {
+                return Err(Error::Other(format!(
+                    "{} has no SHADER_F16: the wgpu backend runs f32 here",
+                    self.id
+                )));
+            }
+        };
         let exe = WgpuExecutable {
             graph: graph.clone(),
+            profile: options.profile,
             gpu,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                consts: Consts::new(storage),
+                last_profile: None,
+                programs: HashMap::new(),
+            }),
         };
         // The program for the declared shapes (symbolic dimensions as 1) is built now, so
         // that what can fail at compile time does: an op without a kernel, say.
@@ -118,14 +130,16 @@ impl Backend for WgpuBackend {
     }
 }
 
-#[derive(Default)]
 struct State {
     consts: Consts,
+    last_profile: Option<KernelProfile>,
     programs: HashMap<Vec<Vec<usize>>, Program>,
 }
 
 pub struct WgpuExecutable {
     graph: Graph,
+    /// Time every kernel (a compute pass each), not only the whole run.
+    profile: bool,
     gpu: Arc<Gpu>,
     /// Runs take turns: a program's buffers serve one run at a time.
     state: Mutex<State>,
@@ -142,7 +156,7 @@ impl WgpuExecutable {
                 .map(|(vi, s)| (vi.name.as_str(), s.as_slice()))
                 .collect();
             let g = passes::specialize(&self.graph, &named)?;
-            let p = Program::build(&self.gpu, &g, &mut state.consts)?;
+            let p = Program::build(&self.gpu, &g, &mut state.consts, self.profile)?;
             state.programs.insert(shapes.to_vec(), p);
         }
         Ok(state.programs.get_mut(shapes).expect("inserted above"))
@@ -157,7 +171,14 @@ impl Executable for WgpuExecutable {
         let state = &mut *state;
         self.program(state, &shapes)?;
         let program = state.programs.get_mut(&shapes).expect("built above");
-        program.run(&self.gpu, &state.consts, inputs)
+        let outputs = program.run(&self.gpu, &state.consts, inputs);
+        state.last_profile = program.last_profile.clone();
+        outputs
+    }
+
+    fn last_kernel_profile(&self) -> Option<KernelProfile> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.last_profile.clone()
     }
 
     fn memory(&self) -> MemoryStats {

@@ -4,12 +4,15 @@
 //! reads back once; it creates no buffers.
 
 use crate::device::Gpu;
-use crate::ops::{Consts, Lowering, Operand};
-use accel_core::{Error, Graph, Result, Tensor, TensorView};
+use crate::kernels::Storage;
+use crate::ops::{Consts, Lowering, Operand, decode, encode};
+use accel_core::{Error, Graph, KernelProfile, NodeTime, Result, Tensor, TensorView};
 use std::sync::mpsc;
 use wgpu::util::DeviceExt;
 
 struct Step {
+    /// The node it belongs to.
+    node: usize,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: [u32; 3],
@@ -28,8 +31,24 @@ enum Source {
     Const(usize),
 }
 
+/// Timestamp queries: two per compute pass, resolved into `resolve` and copied behind the
+/// outputs in the readback buffer.
+struct Timestamps {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    /// One pass per step (profiling) or one pass for the whole run.
+    per_step: bool,
+    count: u32,
+    readback_offset: u64,
+}
+
 pub(crate) struct Program {
     steps: Vec<Step>,
+    timestamps: Option<Timestamps>,
+    /// (name, operator) of each node, for the profile.
+    nodes: Vec<(String, String)>,
+    /// Device times of the last run.
+    pub last_profile: Option<KernelProfile>,
     buffers: Vec<wgpu::Buffer>,
     /// Per graph input: its device buffer (None when no kernel reads it) and its offset in
     /// the upload buffer.
@@ -88,6 +107,11 @@ fn plan(sizes: &[usize], lifetimes: &[Option<(usize, usize)>]) -> (Vec<Option<us
     (assigned, buffers)
 }
 
+/// Bytes of `n` elements in `storage`, in whole 4-byte words (what copies move).
+fn words(n: usize, storage: Storage) -> u64 {
+    (n * storage.bytes()).next_multiple_of(4) as u64
+}
+
 /// Extends a value's lifetime to step `s`.
 fn touch(lifetimes: &mut [Option<(usize, usize)>], v: usize, s: usize) {
     let lt = lifetimes[v].get_or_insert((s, s));
@@ -104,7 +128,9 @@ fn touch_if_used(lifetimes: &mut [Option<(usize, usize)>], v: usize, s: usize) {
 
 impl Program {
     /// Lowers and plans `graph` (specialised to concrete input shapes).
-    pub fn build(gpu: &Gpu, graph: &Graph, consts: &mut Consts) -> Result<Program> {
+    /// With `profile`, each step runs in a compute pass of its own so that its device time
+    /// is measured.
+    pub fn build(gpu: &Gpu, graph: &Graph, consts: &mut Consts, profile: bool) -> Result<Program> {
         let mut l = Lowering::new(graph, gpu, consts)?;
         for (i, node) in graph.nodes.iter().enumerate() {
             l.lower(i, node)?;
@@ -172,7 +198,7 @@ impl Program {
             };
             let mut steps = Vec::with_capacity(dispatches.len());
             for d in &dispatches {
-                let pipeline = gpu.kernels.pipeline(gpu, d.kernel)?;
+                let pipeline = gpu.kernels.pipeline(gpu, d.kernel, consts.storage)?;
                 let params = gpu
                     .device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -194,6 +220,7 @@ impl Program {
                     entries: &entries,
                 });
                 steps.push(Step {
+                    node: d.node,
                     pipeline,
                     bind_group,
                     groups: d.groups,
@@ -213,7 +240,7 @@ impl Program {
                             .flatten()
                             .map(|d| d.known().unwrap_or(0))
                             .product();
-                        upload_bytes += (n * 4) as u64;
+                        upload_bytes += words(n, consts.storage);
                     }
                     (used, at)
                 })
@@ -222,7 +249,7 @@ impl Program {
             let outputs = output_sources
                 .into_iter()
                 .map(|(op, shape)| {
-                    let bytes = (shape.iter().product::<usize>() * 4) as u64;
+                    let bytes = words(shape.iter().product(), consts.storage);
                     let offset = readback_bytes;
                     readback_bytes += bytes;
                     let source = match op {
@@ -237,6 +264,29 @@ impl Program {
                     }
                 })
                 .collect();
+            // wgpu allows 4096 queries per set: past that only the whole run is timed.
+            let per_step = profile && steps.len() * 2 <= 4096;
+            let timestamps = gpu.timestamp_ns.map(|_| {
+                let count = if per_step { 2 * steps.len() as u32 } else { 2 };
+                let readback_offset = readback_bytes.next_multiple_of(8);
+                readback_bytes = readback_offset + 8 * count as u64;
+                Timestamps {
+                    set: gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some("accel kernel times"),
+                        ty: wgpu::QueryType::Timestamp,
+                        count,
+                    }),
+                    resolve: gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("accel kernel times"),
+                        size: 8 * count as u64,
+                        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    }),
+                    per_step,
+                    count,
+                    readback_offset,
+                }
+            });
             let upload = gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("accel inputs"),
                 size: upload_bytes.max(4),
@@ -251,6 +301,13 @@ impl Program {
             });
             Ok(Program {
                 steps,
+                timestamps,
+                nodes: graph
+                    .nodes
+                    .iter()
+                    .map(|n| (n.name.clone(), n.op.name().to_string()))
+                    .collect(),
+                last_profile: None,
                 arena_bytes: sizes.iter().sum(),
                 buffers,
                 inputs,
@@ -285,9 +342,17 @@ impl Program {
                     continue;
                 }
                 let data = t.as_slice::<f32>()?;
-                let bytes: &[u8] = bytemuck::cast_slice(data);
-                view.slice(at as usize..at as usize + bytes.len())
-                    .copy_from_slice(bytes);
+                let at = at as usize;
+                match consts.storage {
+                    Storage::F32 => {
+                        let bytes: &[u8] = bytemuck::cast_slice(data);
+                        view.slice(at..at + bytes.len()).copy_from_slice(bytes);
+                    }
+                    Storage::F16 => {
+                        let bytes = encode(Storage::F16, data);
+                        view.slice(at..at + bytes.len()).copy_from_slice(&bytes);
+                    }
+                }
             }
         }
         self.upload.unmap();
@@ -299,20 +364,29 @@ impl Program {
             });
         for (t, &(buffer, at)) in inputs.iter().zip(&self.inputs) {
             if let Some(b) = buffer {
-                let bytes = (t.shape().iter().product::<usize>() * 4) as u64;
+                let bytes = words(t.shape().iter().product(), consts.storage);
                 encoder.copy_buffer_to_buffer(&self.upload, at, &self.buffers[b], 0, bytes);
             }
         }
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("accel graph"),
-                timestamp_writes: None,
-            });
-            for s in &self.steps {
-                pass.set_pipeline(&s.pipeline);
-                pass.set_bind_group(0, &s.bind_group, &[]);
-                pass.dispatch_workgroups(s.groups[0], s.groups[1], s.groups[2]);
+        match &self.timestamps {
+            Some(t) if t.per_step => {
+                for (i, s) in self.steps.iter().enumerate() {
+                    let writes = pass_writes(&t.set, 2 * i as u32);
+                    record(&mut encoder, Some(writes), std::slice::from_ref(s));
+                }
             }
+            Some(t) => record(&mut encoder, Some(pass_writes(&t.set, 0)), &self.steps),
+            None => record(&mut encoder, None, &self.steps),
+        }
+        if let Some(t) = &self.timestamps {
+            encoder.resolve_query_set(&t.set, 0..t.count, &t.resolve, 0);
+            encoder.copy_buffer_to_buffer(
+                &t.resolve,
+                0,
+                &self.readback,
+                t.readback_offset,
+                8 * t.count as u64,
+            );
         }
         for o in &self.outputs {
             let src = match o.source {
@@ -331,24 +405,97 @@ impl Program {
         received(upload_done)?;
         self.upload_mapped = true;
         received(readback_done)?;
-        let outputs = {
-            let view = self
-                .readback
-                .slice(..)
-                .get_mapped_range()
-                .map_err(|e| Error::Other(format!("wgpu: cannot read the outputs: {e}")))?;
-            self.outputs
-                .iter()
-                .map(|o| {
-                    let bytes = &view[o.offset as usize..(o.offset + o.bytes) as usize];
-                    let values: Vec<f32> = bytemuck::pod_collect_to_vec(bytes);
-                    Tensor::from_vec(o.shape.clone(), values)
-                })
-                .collect::<Result<Vec<_>>>()
-        };
+        let (outputs, profile) = self.read_back(gpu, consts.storage)?;
+        self.last_profile = profile;
         self.readback.unmap();
         gpu.check()?;
         outputs
+    }
+}
+
+impl Program {
+    /// The outputs and kernel times in the mapped readback buffer.
+    fn read_back(
+        &self,
+        gpu: &Gpu,
+        storage: Storage,
+    ) -> Result<(Result<Vec<Tensor>>, Option<KernelProfile>)> {
+        let view = self
+            .readback
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| Error::Other(format!("wgpu: cannot read the outputs: {e}")))?;
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|o| {
+                let bytes = &view[o.offset as usize..(o.offset + o.bytes) as usize];
+                let n = o.shape.iter().product();
+                Tensor::from_vec(o.shape.clone(), decode(storage, bytes, n))
+            })
+            .collect();
+        let profile = self
+            .timestamps
+            .as_ref()
+            .zip(gpu.timestamp_ns)
+            .map(|(t, ns)| {
+                let at = t.readback_offset as usize;
+                let ticks: Vec<u64> =
+                    bytemuck::pod_collect_to_vec(&view[at..at + 8 * t.count as usize]);
+                self.profile(&ticks, t.per_step, ns)
+            });
+        Ok((outputs, profile))
+    }
+
+    /// The run's device times from its timestamp ticks (pairs of pass start and end).
+    fn profile(&self, ticks: &[u64], per_step: bool, ns_per_tick: f64) -> KernelProfile {
+        let ms = |a: u64, b: u64| b.saturating_sub(a) as f64 * ns_per_tick / 1e6;
+        let pairs: Vec<(u64, u64)> = ticks.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+        let total_ms = match (pairs.first(), pairs.last()) {
+            (Some(first), Some(last)) => ms(first.0, last.1),
+            _ => 0.0,
+        };
+        let mut nodes: Vec<NodeTime> = Vec::new();
+        if per_step {
+            for (s, &(a, b)) in self.steps.iter().zip(&pairs) {
+                let (name, op) = &self.nodes[s.node];
+                match nodes.last_mut() {
+                    Some(last) if last.node == *name => last.ms += ms(a, b),
+                    _ => nodes.push(NodeTime {
+                        node: name.clone(),
+                        op: op.clone(),
+                        ms: ms(a, b),
+                    }),
+                }
+            }
+        }
+        KernelProfile { total_ms, nodes }
+    }
+}
+
+/// Timestamps at the start and end of a compute pass, at queries `first` and `first + 1`.
+fn pass_writes(set: &wgpu::QuerySet, first: u32) -> wgpu::ComputePassTimestampWrites<'_> {
+    wgpu::ComputePassTimestampWrites {
+        query_set: set,
+        beginning_of_pass_write_index: Some(first),
+        end_of_pass_write_index: Some(first + 1),
+    }
+}
+
+/// One compute pass running `steps` in order.
+fn record(
+    encoder: &mut wgpu::CommandEncoder,
+    timestamp_writes: Option<wgpu::ComputePassTimestampWrites>,
+    steps: &[Step],
+) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("accel graph"),
+        timestamp_writes,
+    });
+    for s in steps {
+        pass.set_pipeline(&s.pipeline);
+        pass.set_bind_group(0, &s.bind_group, &[]);
+        pass.dispatch_workgroups(s.groups[0], s.groups[1], s.groups[2]);
     }
 }
 

@@ -84,4 +84,10 @@ impl Session {
     pub fn run(&self, inputs: &[TensorView]) -> Result<Vec<Tensor>> {
         self.exe.run(inputs)
     }
+
+    /// Device times of the last run (GPU backends with timestamp queries), per node when
+    /// compiled with `CompileOptions::profile`.
+    pub fn last_kernel_profile(&self) -> Option<accel_core::KernelProfile> {
+        self.exe.last_kernel_profile()
+    }
 }

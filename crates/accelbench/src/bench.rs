@@ -32,10 +32,15 @@ pub struct Args {
     /// Backend whose outputs define max_abs_diff (always run in f32).
     #[arg(long, default_value = "cpu")]
     reference: String,
-    /// Weight precision: f32, or f16 (the cpu backend keeps its packed weights as f16;
-    /// other backends report it unsupported).
+    /// Precision: f32, or f16 (the cpu backend keeps its packed weights as f16; wgpu stores
+    /// weights and activations as f16 and computes in f32, where the adapter has
+    /// SHADER_F16; other backends report it unsupported).
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
     precision: String,
+    /// Time every kernel (GPU backends with timestamp queries; a compute pass per kernel)
+    /// and list each backend's slowest nodes after the table.
+    #[arg(long)]
+    profile: bool,
     #[arg(long)]
     json: bool,
 }
@@ -62,10 +67,23 @@ pub struct BenchResult {
     scratch_mb: Option<f64>,
     energy_mj: Option<f64>,
     max_abs_diff: Option<f64>,
+    /// Median device time of the timed runs' kernels (GPU timestamp queries), beside the
+    /// wall-clock p50.
+    kernel_p50_ms: Option<f64>,
+    /// With --profile: the last run's kernel time per node, slowest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kernels: Vec<NodeTimeRow>,
     /// p50 over the reference backend's p50, when the reference was measured too.
     ratio_to_reference: Option<f64>,
     iters: usize,
     rounds: usize,
+}
+
+#[derive(Serialize, Clone)]
+pub struct NodeTimeRow {
+    node: String,
+    op: String,
+    ms: f64,
 }
 
 #[derive(Serialize)]
@@ -138,6 +156,7 @@ struct Prepared {
     result: BenchResult,
     session: Session,
     samples_ms: Vec<f64>,
+    kernel_ms: Vec<f64>,
     energy_uj: Option<u64>,
 }
 
@@ -177,9 +196,9 @@ fn prepare(
         Err(e) => return Slot::Done(fail(r, "unavailable", e)),
     };
     let precision = if a.precision == "f16" {
-        if id != "cpu" {
+        if id != "cpu" && !id.starts_with("wgpu") {
             r.status = "unsupported".into();
-            r.reason = Some("f16 weights are implemented by the cpu backend only".into());
+            r.reason = Some("f16 is implemented by the cpu and wgpu backends only".into());
             return Slot::Done(r);
         }
         Precision::F16
@@ -193,6 +212,7 @@ fn prepare(
     let builder = Session::builder().backend(id).options(CompileOptions {
         threads: a.threads,
         precision,
+        profile: a.profile,
     });
     let session = match builder.compile(graph.clone()) {
         Ok(s) => s,
@@ -219,6 +239,7 @@ fn prepare(
         result: r,
         session,
         samples_ms: Vec::with_capacity(a.iters),
+        kernel_ms: Vec::new(),
         energy_uj: Some(0),
     })
 }
@@ -227,7 +248,14 @@ fn prepare(
 fn time_round(p: &mut Prepared, inputs: &[Tensor], runs: usize) -> Result<()> {
     let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
     let e0 = system::energy_uj();
-    let (stats, _) = measure(0, runs, None, || p.session.run(&views).map(|_| ()))?;
+    let (session, kernel_ms) = (&p.session, &mut p.kernel_ms);
+    let (stats, _) = measure(0, runs, None, || {
+        session.run(&views)?;
+        if let Some(k) = session.last_kernel_profile() {
+            kernel_ms.push(k.total_ms);
+        }
+        Ok(())
+    })?;
     let e1 = system::energy_uj();
     p.energy_uj = match (p.energy_uj, e0, e1) {
         (Some(sum), Some(x), Some(y)) if y >= x => Some(sum + (y - x)),
@@ -248,6 +276,23 @@ fn finish(a: &Args, p: Prepared, rounds: usize) -> BenchResult {
     r.p90_ms = Some(stats.p90_ms);
     r.p99_ms = Some(stats.p99_ms);
     r.throughput_ips = Some(a.batch as f64 * 1e3 / stats.p50_ms);
+    if !p.kernel_ms.is_empty() {
+        let k = accel_planner::measure::LatencyStats::from_samples(p.kernel_ms);
+        r.kernel_p50_ms = Some(k.p50_ms);
+    }
+    if let Some(profile) = p.session.last_kernel_profile() {
+        let mut nodes: Vec<NodeTimeRow> = profile
+            .nodes
+            .into_iter()
+            .map(|n| NodeTimeRow {
+                node: n.node,
+                op: n.op,
+                ms: n.ms,
+            })
+            .collect();
+        nodes.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        r.kernels = nodes;
+    }
     let mem = p.session.memory();
     let mb = |b: Option<usize>| b.map(|b| b as f64 / (1024.0 * 1024.0));
     (r.weights_mb, r.arena_mb, r.scratch_mb) = (mb(mem.weights), mb(mem.arena), mb(mem.scratch));
@@ -376,7 +421,7 @@ pub fn run(mut a: Args) -> Result<()> {
                     r.status.clone(),
                     r.batch.to_string(),
                 ];
-                row.extend(std::iter::repeat_n("-".to_string(), 10));
+                row.extend(std::iter::repeat_n("-".to_string(), 11));
                 rows.push(row);
                 continue;
             }
@@ -388,6 +433,7 @@ pub fn run(mut a: Args) -> Result<()> {
                 opt(r.init_ms, table::ms),
                 opt(r.p50_ms, table::ms),
                 opt(r.ratio_to_reference, |v| format!("{v:.2}x")),
+                opt(r.kernel_p50_ms, table::ms),
                 opt(r.p90_ms, table::ms),
                 opt(r.p99_ms, table::ms),
                 opt(r.throughput_ips, |v| format!("{v:.1}")),
@@ -406,6 +452,7 @@ pub fn run(mut a: Args) -> Result<()> {
         "init ms",
         "p50 ms",
         "vs ref",
+        "kernel ms",
         "p90 ms",
         "p99 ms",
         "img/s",
@@ -461,5 +508,54 @@ pub fn run(mut a: Args) -> Result<()> {
             println!("{}: {}", r.backend, r.device);
         }
     }
+    if reports
+        .iter()
+        .flat_map(|rep| &rep.results)
+        .any(|r| r.kernel_p50_ms.is_some())
+    {
+        println!("kernel ms: median device time of a run's kernels (GPU timestamp queries)");
+    }
+    if a.profile {
+        print_profiles(&reports);
+    }
     Ok(())
+}
+
+/// --profile: each measured backend's slowest nodes in its last run, or why there are none.
+fn print_profiles(reports: &[ModelReport]) {
+    const SHOWN: usize = 12;
+    for rep in reports {
+        for r in rep.results.iter().filter(|r| r.status == "ok") {
+            println!();
+            if r.kernels.is_empty() {
+                println!(
+                    "{} on {}: no per-kernel times (the backend has no device timestamps)",
+                    rep.model, r.backend
+                );
+                continue;
+            }
+            let total: f64 = r.kernels.iter().map(|k| k.ms).sum();
+            println!(
+                "{} on {}: {} nodes, {:.3} ms of kernels; the slowest:",
+                rep.model,
+                r.backend,
+                r.kernels.len(),
+                total
+            );
+            let rows: Vec<Vec<String>> = r
+                .kernels
+                .iter()
+                .take(SHOWN)
+                .map(|k| {
+                    vec![
+                        table::ms(k.ms),
+                        format!("{:.1}%", 100.0 * k.ms / total.max(1e-12)),
+                        k.op.clone(),
+                        k.node.clone(),
+                    ]
+                })
+                .collect();
+            println!("{}", table::render(&["ms", "share", "op", "node"], &rows));
+        }
+    }
 }

@@ -1,5 +1,6 @@
-//! Conv (dense, grouped, depthwise) and ConvTranspose over NCHW images, direct kernels with
-//! bias and activation fused (`kernels/conv.wgsl`, `kernels/conv_transpose.wgsl`).
+//! Conv (dense, grouped, depthwise) and ConvTranspose over NCHW images, bias and activation
+//! fused (`kernels/conv.wgsl`, `kernels/conv_transpose.wgsl`): dense convs with 16 or more
+//! output channels as a tiled implicit GEMM, the rest direct.
 
 use super::{Lowering, Operand, activation_params};
 use crate::kernels::{Family, Kernel};
@@ -11,9 +12,17 @@ const CONV: Kernel = Kernel {
     family: Family::Conv,
     entry: "conv",
 };
+const CONV_TILED: Kernel = Kernel {
+    family: Family::Conv,
+    entry: "conv_tiled",
+};
 const CONV_TRANSPOSE: Kernel = Kernel {
     family: Family::ConvTranspose,
     entry: "conv_transpose",
+};
+const CONV_TRANSPOSE_TILED: Kernel = Kernel {
+    family: Family::ConvTranspose,
+    entry: "conv_transpose_tiled",
 };
 
 /// N, C and the (height, width) of a 1-D or 2-D image input.
@@ -82,13 +91,37 @@ fn dispatch(
         u(group)?,
     ];
     params.extend(activation_params(act));
-    l.dispatch_flat(
-        node,
-        kernel,
-        params,
-        vec![(1, x), (2, wt), (3, b), (4, Operand::Value(out))],
-        n_out,
-    )
+    let bindings = vec![(1, x), (2, wt), (3, b), (4, Operand::Value(out))];
+    // Dense convolutions with enough output channels to fill 64-row tiles go through the
+    // implicit GEMM; grouped, depthwise and few-channel ones stay direct.
+    let max = l.gpu_limits_per_dimension();
+    if group == 1 && oc >= 16 {
+        if kernel == CONV {
+            let grid = [(n * oh * ow).div_ceil(64), oc.div_ceil(64), 1];
+            if grid.iter().all(|&g| g <= max) {
+                l.dispatch(CONV_TILED, params, bindings, grid.map(|g| g as u32));
+                return Ok(());
+            }
+        } else if rw.dilations == [1, 1] {
+            // One GEMM per output phase (grid z), x over the widest phase's columns.
+            let (sh, sw) = (rw.strides[0], rw.strides[1]);
+            let grid = [
+                (n * oh.div_ceil(sh) * ow.div_ceil(sw)).div_ceil(64),
+                oc.div_ceil(64),
+                sh * sw,
+            ];
+            if grid.iter().all(|&g| g <= max) {
+                l.dispatch(
+                    CONV_TRANSPOSE_TILED,
+                    params,
+                    bindings,
+                    grid.map(|g| g as u32),
+                );
+                return Ok(());
+            }
+        }
+    }
+    l.dispatch_flat(node, kernel, params, bindings, n_out)
 }
 
 fn check_groups(node: &Node, c: usize, oc: usize, group: usize) -> Result<()> {

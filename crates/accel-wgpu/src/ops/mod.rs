@@ -11,7 +11,8 @@ mod pool;
 mod softmax;
 
 use crate::device::Gpu;
-use crate::kernels::Kernel;
+use crate::kernels::{Kernel, Storage};
+use accel_core::half;
 use accel_core::ir::Activation;
 use accel_core::{DType, Error, Graph, Node, Op, Result, Tensor};
 use std::collections::HashMap;
@@ -38,15 +39,24 @@ pub(crate) struct Dispatch {
 
 /// Constants on the device, uploaded once per executable and shared by the programs of every
 /// input shape: weights, and what lowerings derive from them (summed LSTM biases, zero
-/// biases).
-#[derive(Default)]
+/// biases), stored as the executable's tensors are.
 pub(crate) struct Consts {
+    pub storage: Storage,
     pub buffers: Vec<wgpu::Buffer>,
     by_key: HashMap<String, usize>,
     pub bytes: usize,
 }
 
 impl Consts {
+    pub fn new(storage: Storage) -> Consts {
+        Consts {
+            storage,
+            buffers: Vec::new(),
+            by_key: HashMap::new(),
+            bytes: 0,
+        }
+    }
+
     fn get_or_upload(
         &mut self,
         gpu: &Gpu,
@@ -56,24 +66,46 @@ impl Consts {
         if let Some(&i) = self.by_key.get(key) {
             return Ok(i);
         }
-        let mut values = data()?;
-        // Bindings cannot be empty.
-        if values.is_empty() {
-            values.push(0.0);
-        }
+        let values = data()?;
+        let contents = encode(self.storage, &values);
         let buffer = gpu.scoped(&format!("uploading constant '{key}'"), || {
             Ok(gpu
                 .device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(key),
-                    contents: bytemuck::cast_slice(&values),
+                    contents: &contents,
                     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 }))
         })?;
-        self.bytes += values.len() * 4;
+        self.bytes += contents.len();
         self.buffers.push(buffer);
         self.by_key.insert(key.to_string(), self.buffers.len() - 1);
         Ok(self.buffers.len() - 1)
+    }
+}
+
+/// f32 values as the kernels' storage holds them, padded to whole 4-byte words (copies and
+/// bindings are counted in words; a binding is never empty).
+pub(crate) fn encode(storage: Storage, values: &[f32]) -> Vec<u8> {
+    let mut bytes: Vec<u8> = match storage {
+        Storage::F32 => bytemuck::cast_slice(values).to_vec(),
+        Storage::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+    };
+    bytes.resize(bytes.len().next_multiple_of(4).max(4), 0);
+    bytes
+}
+
+/// The f32 values of `n` elements in the kernels' storage.
+pub(crate) fn decode(storage: Storage, bytes: &[u8], n: usize) -> Vec<f32> {
+    match storage {
+        Storage::F32 => bytemuck::pod_collect_to_vec(&bytes[..4 * n]),
+        Storage::F16 => bytes[..2 * n]
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
     }
 }
 
@@ -112,6 +144,11 @@ impl<'a> Lowering<'a> {
         Ok(l)
     }
 
+    /// Bytes of a buffer of `n` elements, in whole words.
+    fn bytes_of(&self, n: usize) -> usize {
+        (n.max(1) * self.consts.storage.bytes()).next_multiple_of(4)
+    }
+
     /// The logical buffer holding a value, if it is not a constant.
     pub fn value_id(&self, name: &str) -> Option<usize> {
         self.names.get(name).copied()
@@ -130,7 +167,7 @@ impl<'a> Lowering<'a> {
                 "value '{name}' is empty ({shape:?}); the wgpu backend does not run empty tensors"
             )));
         }
-        self.values.push(n * 4);
+        self.values.push(self.bytes_of(n));
         self.names.insert(name.to_string(), self.values.len() - 1);
         Ok(self.values.len() - 1)
     }
@@ -231,7 +268,7 @@ impl<'a> Lowering<'a> {
 
     /// A buffer of `elems` f32 values for this node only.
     pub fn temp(&mut self, elems: usize) -> usize {
-        self.values.push(elems.max(1) * 4);
+        self.values.push(self.bytes_of(elems));
         self.values.len() - 1
     }
 
