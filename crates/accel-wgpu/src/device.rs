@@ -4,6 +4,7 @@
 
 use crate::kernels::Kernels;
 use accel_core::{DeviceInfo, Error, Result};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Why there is no wgpu backend on a machine without any adapter.
@@ -100,6 +101,8 @@ pub(crate) struct Gpu {
     pub limits: wgpu::Limits,
     /// Nanoseconds per timestamp tick, when the device has timestamp queries.
     pub timestamp_ns: Option<f64>,
+    /// The driver's compiled pipelines, loaded from and saved to disk.
+    pub pipeline_cache: Option<PipelineCache>,
     /// Errors no error scope caught (wgpu's default handler would panic on them).
     uncaptured: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -108,9 +111,12 @@ pub(crate) struct Gpu {
 impl Gpu {
     pub fn new(adapter: &wgpu::Adapter, label: &str) -> std::result::Result<Gpu, String> {
         let limits = adapter.limits();
-        // Kernel timing where the adapter has timestamps, the f16 kernels where it has f16.
-        let features =
-            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16);
+        // Kernel timing where the adapter has timestamps, the f16 kernels where it has f16,
+        // compiled pipelines kept on disk where it has a pipeline cache.
+        let features = adapter.features()
+            & (wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::SHADER_F16
+                | wgpu::Features::PIPELINE_CACHE);
         // The graphs need what the adapter has at most: bigger bindings, 8 storage buffers.
         let desc = wgpu::DeviceDescriptor {
             label: Some(label),
@@ -135,11 +141,16 @@ impl Gpu {
                 *l = Some(format!("{reason:?}: {message}"));
             }
         });
+        let pipeline_cache = features
+            .contains(wgpu::Features::PIPELINE_CACHE)
+            .then(|| PipelineCache::open(&device, &adapter.get_info()))
+            .flatten();
         let timestamp_ns = features
             .contains(wgpu::Features::TIMESTAMP_QUERY)
             .then(|| queue.get_timestamp_period() as f64);
         Ok(Gpu {
             timestamp_ns,
+            pipeline_cache,
             device,
             queue,
             kernels: Kernels::default(),
@@ -186,5 +197,65 @@ impl Gpu {
         }
         self.check()?;
         value
+    }
+}
+
+/// Where accel keeps caches: `ACCEL_CACHE_DIR`, else `$XDG_CACHE_HOME/accel`, else
+/// `~/.cache/accel`.
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("ACCEL_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("accel"))
+}
+
+/// A driver pipeline cache backed by a file named after wgpu's key for the adapter (vendor
+/// and device), so pipelines compiled once are not compiled again by the next process.
+pub(crate) struct PipelineCache {
+    pub cache: wgpu::PipelineCache,
+    path: PathBuf,
+}
+
+impl PipelineCache {
+    fn open(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Option<PipelineCache> {
+        let key = wgpu::util::pipeline_cache_key(info)?;
+        let path = cache_dir()?.join("wgpu").join(key);
+        // An unreadable file is no cache: it is rewritten on save.
+        let data = std::fs::read(&path).ok();
+        // SAFETY: the file holds what `get_data` returned for a cache of an adapter with the
+        // same pipeline cache key (the file is named after it, and only `save` writes it,
+        // atomically). wgpu checks its header (version, key, size) and the driver its own;
+        // with `fallback` data they reject gives an empty cache instead of an error.
+        let cache = unsafe {
+            device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                label: Some("accel pipelines"),
+                data: data.as_deref(),
+                fallback: true,
+            })
+        };
+        Some(PipelineCache { cache, path })
+    }
+
+    /// Writes the cache's data to its file (a temporary file renamed over it, so readers
+    /// never see half a file). Failing to write only costs the next process a recompile.
+    pub fn save(&self) {
+        let Some(data) = self.cache.get_data() else {
+            return;
+        };
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let tmp = self
+            .path
+            .with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::write(&tmp, &data))
+            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
 }

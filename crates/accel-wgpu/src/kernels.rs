@@ -5,6 +5,7 @@ use crate::device::Gpu;
 use accel_core::Result;
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const COMMON: &str = include_str!("../../../kernels/common.wgsl");
 
@@ -76,6 +77,8 @@ impl Storage {
 pub(crate) struct Kernels {
     modules: Mutex<HashMap<(Family, Storage), wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<(Kernel, Storage), wgpu::ComputePipeline>>,
+    /// Pipelines were built that the on-disk cache does not hold yet.
+    unsaved: AtomicBool,
 }
 
 impl Kernels {
@@ -119,10 +122,20 @@ impl Kernels {
                     module: &module,
                     entry_point: Some(kernel.entry),
                     compilation_options: Default::default(),
-                    cache: None,
+                    cache: gpu.pipeline_cache.as_ref().map(|c| &c.cache),
                 }))
         })?;
         pipelines.insert((kernel, storage), pipeline.clone());
+        self.unsaved.store(true, Ordering::Relaxed);
         Ok(pipeline)
+    }
+
+    /// Saves the pipeline cache if pipelines were built since the last save.
+    pub fn save_cache(&self, gpu: &Gpu) {
+        if self.unsaved.swap(false, Ordering::Relaxed)
+            && let Some(c) = &gpu.pipeline_cache
+        {
+            c.save();
+        }
     }
 }

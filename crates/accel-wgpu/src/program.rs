@@ -299,6 +299,7 @@ impl Program {
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
+            gpu.kernels.save_cache(gpu);
             Ok(Program {
                 steps,
                 timestamps,

@@ -15,6 +15,12 @@ struct Row {
     backend: String,
     status: &'static str,
     device: String,
+    /// "cpu", "discrete-gpu", "integrated-gpu", ...
+    #[serde(skip_serializing_if = "String::is_empty")]
+    kind: String,
+    /// What tells devices apart: ISA, driver, features, limits.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    details: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
 }
@@ -23,16 +29,27 @@ pub fn run(a: Args) -> accel::Result<()> {
     let rows: Vec<Row> = accel::probe_backends()
         .into_iter()
         .map(|e| match e.backend {
-            Ok(b) => Row {
-                backend: e.id,
-                status: "available",
-                device: b.device().name,
-                reason: None,
-            },
+            Ok(b) => {
+                let info = b.device();
+                Row {
+                    backend: e.id,
+                    status: "available",
+                    device: info.name,
+                    kind: info.kind,
+                    details: info
+                        .details
+                        .into_iter()
+                        .map(|(k, v)| (k, serde_json::Value::String(v)))
+                        .collect(),
+                    reason: None,
+                }
+            }
             Err(r) => Row {
                 backend: e.id,
                 status: "unavailable",
                 device: String::new(),
+                kind: String::new(),
+                details: Default::default(),
                 reason: Some(r),
             },
         })
@@ -58,5 +75,11 @@ pub fn run(a: Args) -> accel::Result<()> {
         "{}",
         table::render(&["backend", "status", "device / reason"], &cells)
     );
+    for r in rows.iter().filter(|r| !r.details.is_empty()) {
+        println!("\n{} ({}):", r.backend, r.kind);
+        for (k, v) in &r.details {
+            println!("  {k}: {}", v.as_str().unwrap_or_default());
+        }
+    }
     Ok(())
 }
