@@ -228,6 +228,55 @@ fn conv_transpose_matches_the_cpu_backend() {
 }
 
 #[test]
+fn one_dimensional_conv_and_pool_match_the_cpu_backend() {
+    for case in 0..CASES / 2 {
+        let (c, oc, k, s) = (rng(1, 6), rng(1, 20), rng(1, 4), rng(1, 2));
+        let x = random_f32(&[rng(1, 2), c, rng(6, 40)], -1.0, 1.0);
+        let w = random_f32(&[oc, c, k], -1.0, 1.0);
+        let b = random_f32(&[oc], -1.0, 1.0);
+        let window = Window {
+            kernel_shape: vec![k],
+            strides: vec![s],
+            dilations: vec![1],
+            pads: vec![rng(0, k - 1), rng(0, k - 1)],
+            ..Default::default()
+        };
+        let op = Op::Conv(Conv {
+            window: window.clone(),
+            group: 1,
+            activation: activation(),
+        });
+        let what = format!("Conv1d x{:?} w{:?} {window:?}", x.shape(), w.shape());
+        check(
+            &what,
+            op,
+            &[
+                ("x", Some(&x), false),
+                ("w", Some(&w), true),
+                ("b", Some(&b), true),
+            ],
+            1,
+        );
+        let pool = Pool {
+            window,
+            ceil_mode: case % 2 == 1,
+            count_include_pad: false,
+        };
+        let op = if case % 2 == 0 {
+            Op::MaxPool(pool)
+        } else {
+            Op::AveragePool(pool)
+        };
+        check(
+            &format!("{} 1-D x{:?}", op.name(), x.shape()),
+            op,
+            &[("x", Some(&x), false)],
+            1,
+        );
+    }
+}
+
+#[test]
 fn pools_match_the_cpu_backend() {
     for case in 0..CASES {
         let k = [rng(1, 3), rng(1, 3)];
@@ -314,19 +363,27 @@ fn lstm_matches_the_cpu_backend() {
         let nd = direction.num_directions();
         let (h, input) = (rng(1, 70), rng(1, 30));
         let (seq, batch) = (rng(1, 10), rng(1, 3));
-        let x = random_f32(&[seq, batch, input], -1.0, 1.0);
+        // Every fourth case batch-first (layout 1: X [batch, seq, input], states
+        // [batch, directions, hidden]).
+        let layout = usize::from(case % 4 == 1);
+        let (x_shape, state) = if layout == 1 {
+            ([batch, seq, input], [batch, nd, h])
+        } else {
+            ([seq, batch, input], [nd, batch, h])
+        };
+        let x = random_f32(&x_shape, -1.0, 1.0);
         let w = random_f32(&[nd, 4 * h, input], -0.5, 0.5);
         let r = random_f32(&[nd, 4 * h, h], -0.5, 0.5);
         let b = random_f32(&[nd, 8 * h], -0.5, 0.5);
-        let h0 = random_f32(&[nd, batch, h], -1.0, 1.0);
-        let c0 = random_f32(&[nd, batch, h], -1.0, 1.0);
+        let h0 = random_f32(&state, -1.0, 1.0);
+        let c0 = random_f32(&state, -1.0, 1.0);
         let initial = case % 2 == 1;
         let op = Op::Lstm(Lstm {
             hidden_size: h,
             direction,
             clip: (case % 4 == 3).then_some(0.7),
-            input_forget: false,
-            layout: 0,
+            input_forget: case % 6 == 5,
+            layout,
         });
         let what = format!(
             "LSTM {direction:?} hidden {h} x{:?} initial {initial}",
