@@ -590,3 +590,43 @@ fn an_op_without_a_kernel_is_an_error_naming_it_and_its_node() {
         Ok(_) => panic!("Erf compiled on wgpu"),
     }
 }
+
+#[test]
+fn a_tensor_past_the_binding_limit_is_refused_before_anything_is_allocated() {
+    let Some(gpu) = wgpu_backend() else { return };
+    let mib: usize = gpu
+        .device()
+        .details
+        .iter()
+        .find(|(k, _)| k == "max storage binding")
+        .and_then(|(_, v)| v.split_whitespace().next()?.parse().ok())
+        .expect("devices lists the binding limit");
+    // Past the limit (listed rounded down to whole MiB) by at least one value.
+    let n = ((mib + 1) << 20) / 4 + 1;
+    let g = Graph {
+        opset: 17,
+        inputs: vec![ValueInfo::new("x", DType::F32, vec![Dim::Known(n)])],
+        outputs: vec![ValueInfo {
+            name: "y".into(),
+            dtype: DType::F32,
+            shape: None,
+        }],
+        nodes: vec![Node {
+            name: "relu".into(),
+            op: Op::Unary(UnaryOp::Relu),
+            inputs: vec!["x".into()],
+            outputs: vec!["y".into()],
+        }],
+        ..Default::default()
+    };
+    match gpu.compile(&g, &CompileOptions::default()) {
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("'x'") && msg.contains("MiB") && msg.contains("batch"),
+                "{msg}"
+            );
+        }
+        Ok(_) => panic!("a {n}-value tensor compiled past a {mib} MiB binding limit"),
+    }
+}

@@ -191,7 +191,7 @@ pub(super) fn batch_norm(l: &mut Lowering, node: &Node, epsilon: f32) -> Result<
     let mut per_channel = vec![1; shape.len()];
     per_channel[1] = c;
     let n: usize = shape.iter().product();
-    let scaled = l.temp(n);
+    let scaled = l.temp(node, n)?;
     let out = l.output(node, 0)?;
     broadcast(l, node, 2, (x, &shape), (scale, &per_channel), scaled)?;
     broadcast(

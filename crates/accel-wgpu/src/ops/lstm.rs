@@ -79,7 +79,7 @@ pub(super) fn lstm(l: &mut Lowering, node: &Node, a: &Lstm) -> Result<()> {
     };
     let bias = Operand::Const(l.upload_f32(&format!("{}#bias", node.name), bias)?);
     let rows = steps * batch;
-    let gx = l.temp(dirs * rows * 4 * h);
+    let gx = l.temp(node, dirs * rows * 4 * h)?;
     let x = Strided {
         data: l.input(node, 0)?,
         rs: input,
@@ -131,7 +131,7 @@ pub(super) fn lstm(l: &mut Lowering, node: &Node, a: &Lstm) -> Result<()> {
         if node.outputs.get(i).is_some_and(|o| !o.is_empty()) {
             l.output(node, i)
         } else {
-            Ok(l.temp(elems))
+            l.temp(node, elems)
         }
     };
     let y = out(l, 0, steps * dirs * batch * h)?;

@@ -167,9 +167,27 @@ impl<'a> Lowering<'a> {
                 "value '{name}' is empty ({shape:?}); the wgpu backend does not run empty tensors"
             )));
         }
-        self.values.push(self.bytes_of(n));
+        let bytes = self.bytes_of(n);
+        self.fits_a_binding(name, bytes)?;
+        self.values.push(bytes);
         self.names.insert(name.to_string(), self.values.len() - 1);
         Ok(self.values.len() - 1)
+    }
+
+    /// A buffer the kernels bind must fit the adapter's storage binding limit; checked here
+    /// so that nothing is allocated for a graph that cannot run, and the error says what to
+    /// change.
+    fn fits_a_binding(&self, what: &str, bytes: usize) -> Result<()> {
+        let max = self.gpu.limits.max_storage_buffer_binding_size as usize;
+        if bytes > max {
+            return Err(Error::Other(format!(
+                "'{what}' needs {:.1} MiB, more than this adapter binds at once ({} MiB): \
+                 run a smaller batch or input",
+                bytes as f64 / (1 << 20) as f64,
+                max >> 20
+            )));
+        }
+        Ok(())
     }
 
     /// A value's concrete shape (the graph is specialised, so every value has one).
@@ -267,9 +285,11 @@ impl<'a> Lowering<'a> {
     }
 
     /// A buffer of `elems` f32 values for this node only.
-    pub fn temp(&mut self, elems: usize) -> usize {
-        self.values.push(self.bytes_of(elems));
-        self.values.len() - 1
+    pub fn temp(&mut self, node: &Node, elems: usize) -> Result<usize> {
+        let bytes = self.bytes_of(elems);
+        self.fits_a_binding(&format!("a temporary of node '{}'", node.name), bytes)?;
+        self.values.push(bytes);
+        Ok(self.values.len() - 1)
     }
 
     /// Output `name` shares input `from`'s buffer (a reshape of it).
