@@ -54,8 +54,13 @@ fn conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 // W[oc, k] · X_col[k, (n, pixel)] with k = (ic, ky, kx), the input columns gathered while
 // they are staged.
 
-// X_col[k, col], zero outside the image.
-fn im2col(k: u32, col: u32) -> f32 {
+// A: the weights [OC, C * KH * KW].
+fn tile_a(m: u32, k: u32) -> f32 {
+    return f32(w[m * p[2] * p[8] * p[9] + k]);
+}
+
+// B: X_col[k, col], zero outside the image.
+fn tile_b(k: u32, col: u32) -> f32 {
     let C = p[2]; let H = p[3]; let W = p[4]; let OH = p[6]; let OW = p[7];
     let KH = p[8]; let KW = p[9];
     let taps = KH * KW;
@@ -73,56 +78,17 @@ fn im2col(k: u32, col: u32) -> f32 {
     return f32(x[((n * C + ic) * H + u32(iy)) * W + u32(ix)]);
 }
 
+fn tile_store(oc: u32, col: u32, v: f32) {
+    let pixels = p[6] * p[7];
+    let n = col / pixels;
+    let y = activate(v + f32(bias[oc]), p[17], pf(18u), pf(19u));
+    out[(n * p[5] + oc) * pixels + col % pixels] = T(y);
+}
+
 @compute @workgroup_size(256)
 fn conv_tiled(@builtin(workgroup_id) wid: vec3<u32>,
               @builtin(local_invocation_index) li: u32) {
-    let C = p[2]; let OC = p[5]; let OH = p[6]; let OW = p[7];
-    let K = C * p[8] * p[9];
-    let pixels = OH * OW;
-    let cols = p[1] * pixels;
-    let m0 = wid.y * BM;
-    let n0 = wid.x * BN;
-    let tm = li / 16u;
-    let tn = li % 16u;
-    var acc: array<array<f32, 4>, 4>;
-    for (var k0 = 0u; k0 < K; k0 += BK) {
-        for (var r = 0u; r < 4u; r++) {
-            let idx = li + 256u * r;
-            // Weights: consecutive invocations read consecutive k of a row.
-            let m = idx / BK;
-            let kw = idx % BK;
-            var wv = 0.0;
-            if m0 + m < OC && k0 + kw < K {
-                wv = f32(w[(m0 + m) * K + k0 + kw]);
-            }
-            tile_w[kw][m] = wv;
-            // Input columns: consecutive invocations read consecutive pixels.
-            let kx = idx / BN;
-            let n = idx % BN;
-            var xv = 0.0;
-            if k0 + kx < K && n0 + n < cols {
-                xv = im2col(k0 + kx, n0 + n);
-            }
-            tile_x[kx][n] = xv;
-        }
-        workgroupBarrier();
-        accumulate_tiles(tm, tn, &acc);
-        workgroupBarrier();
-    }
-    for (var i = 0u; i < 4u; i++) {
-        let oc = m0 + tm * 4u + i;
-        if oc >= OC {
-            continue;
-        }
-        let bv = f32(bias[oc]);
-        for (var j = 0u; j < 4u; j++) {
-            let col = n0 + tn * 4u + j;
-            if col >= cols {
-                continue;
-            }
-            let n = col / pixels;
-            let v = activate(acc[i][j] + bv, p[17], pf(18u), pf(19u));
-            out[(n * OC + oc) * pixels + col % pixels] = T(v);
-        }
-    }
+    let K = p[2] * p[8] * p[9];
+    let cols = p[1] * p[6] * p[7];
+    tiled_gemm(li, wid.y * BM, wid.x * BN, p[5], K, cols);
 }

@@ -58,6 +58,8 @@ fn conv_transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
 // the phase; x covers the widest phase's columns.
 
 struct Phase {
+    py: u32,
+    px: u32,
     ky0: u32,
     kx0: u32,
     nty: u32,
@@ -66,95 +68,70 @@ struct Phase {
     cols: u32,
 }
 
+// The phase this workgroup computes (set first by the entry point).
+var<private> phase: Phase;
+
 fn phase_of(z: u32) -> Phase {
     let KH = p[8]; let KW = p[9]; let SH = p[10]; let SW = p[11];
-    let py = z / SW;
-    let px = z % SW;
     var f: Phase;
-    f.ky0 = (py + p[12]) % SH;
-    f.kx0 = (px + p[13]) % SW;
+    f.py = z / SW;
+    f.px = z % SW;
+    f.ky0 = (f.py + p[12]) % SH;
+    f.kx0 = (f.px + p[13]) % SW;
     f.nty = select(0u, (KH - f.ky0 + SH - 1u) / SH, f.ky0 < KH);
     f.ntx = select(0u, (KW - f.kx0 + SW - 1u) / SW, f.kx0 < KW);
-    f.rows = select(0u, (p[6] - py + SH - 1u) / SH, py < p[6]);
-    f.cols = select(0u, (p[7] - px + SW - 1u) / SW, px < p[7]);
+    f.rows = select(0u, (p[6] - f.py + SH - 1u) / SH, f.py < p[6]);
+    f.cols = select(0u, (p[7] - f.px + SW - 1u) / SW, f.px < p[7]);
     return f;
+}
+
+// The tap (ky, kx) and input channel of k = (ic, ty, tx) in this phase.
+fn phase_tap(k: u32) -> vec3<u32> {
+    let taps = phase.nty * phase.ntx;
+    let t = k % taps;
+    return vec3<u32>(k / taps, phase.ky0 + (t / phase.ntx) * p[10], phase.kx0 + (t % phase.ntx) * p[11]);
+}
+
+// A: W_phase[oc, k] from the weights [C, OC, KH, KW].
+fn tile_a(oc: u32, k: u32) -> f32 {
+    let t = phase_tap(k);
+    return f32(w[((t.x * p[5] + oc) * p[8] + t.y) * p[9] + t.z]);
+}
+
+// B: the input pixel tap k brings to output column col = (n, q, r) of this phase.
+fn tile_b(k: u32, col: u32) -> f32 {
+    let C = p[2]; let H = p[3]; let W = p[4]; let SH = p[10]; let SW = p[11];
+    let t = phase_tap(k);
+    let pixels = phase.rows * phase.cols;
+    let img = col / pixels;
+    let q = (col % pixels) / phase.cols;
+    let r = col % phase.cols;
+    // oy + PT - ky = q * SH + py + PT - ky, a multiple of SH by the phase.
+    let iy = (i32(q * SH + phase.py + p[12]) - i32(t.y)) / i32(SH);
+    let ix = (i32(r * SW + phase.px + p[13]) - i32(t.z)) / i32(SW);
+    if iy < 0 || iy >= i32(H) || ix < 0 || ix >= i32(W) {
+        return 0.0;
+    }
+    return f32(x[((img * C + t.x) * H + u32(iy)) * W + u32(ix)]);
+}
+
+fn tile_store(oc: u32, col: u32, v: f32) {
+    let pixels = phase.rows * phase.cols;
+    let img = col / pixels;
+    let oy = ((col % pixels) / phase.cols) * p[10] + phase.py;
+    let ox = (col % phase.cols) * p[11] + phase.px;
+    let y = activate(v + f32(bias[oc]), p[17], pf(18u), pf(19u));
+    out[((img * p[5] + oc) * p[6] + oy) * p[7] + ox] = T(y);
 }
 
 @compute @workgroup_size(256)
 fn conv_transpose_tiled(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(local_invocation_index) li: u32) {
-    let C = p[2]; let H = p[3]; let W = p[4]; let OC = p[5]; let OH = p[6]; let OW = p[7];
-    let KH = p[8]; let KW = p[9]; let SH = p[10]; let SW = p[11];
-    let py = wid.z / SW;
-    let px = wid.z % SW;
-    let f = phase_of(wid.z);
-    let taps = f.nty * f.ntx;
-    let K = C * taps;
-    let pixels = f.rows * f.cols;
-    let cols = p[1] * pixels;
-    let m0 = wid.y * BM;
-    let n0 = wid.x * BN;
-    if n0 >= cols {
+    phase = phase_of(wid.z);
+    let K = p[2] * phase.nty * phase.ntx;
+    let cols = p[1] * phase.rows * phase.cols;
+    if wid.x * BN >= cols {
         return;
     }
-    let tm = li / 16u;
-    let tn = li % 16u;
-    var acc: array<array<f32, 4>, 4>;
-    for (var k0 = 0u; k0 < K; k0 += BK) {
-        for (var r = 0u; r < 4u; r++) {
-            let idx = li + 256u * r;
-            let m = idx / BK;
-            let kw = idx % BK;
-            var wv = 0.0;
-            if m0 + m < OC && k0 + kw < K {
-                let k = k0 + kw;
-                let ic = k / taps;
-                let ky = f.ky0 + ((k % taps) / f.ntx) * SH;
-                let kx = f.kx0 + (k % f.ntx) * SW;
-                wv = f32(w[((ic * OC + m0 + m) * KH + ky) * KW + kx]);
-            }
-            tile_w[kw][m] = wv;
-            let kr = idx / BN;
-            let n = idx % BN;
-            var xv = 0.0;
-            if k0 + kr < K && n0 + n < cols {
-                let k = k0 + kr;
-                let ic = k / taps;
-                let ky = f.ky0 + ((k % taps) / f.ntx) * SH;
-                let kx = f.kx0 + (k % f.ntx) * SW;
-                let col = n0 + n;
-                let img = col / pixels;
-                let q = (col % pixels) / f.cols;
-                let rr = col % f.cols;
-                // oy + PT - ky = (q * SH + py + PT - ky), a multiple of SH by the phase.
-                let iy = (i32(q * SH + py + p[12]) - i32(ky)) / i32(SH);
-                let ix = (i32(rr * SW + px + p[13]) - i32(kx)) / i32(SW);
-                if iy >= 0 && iy < i32(H) && ix >= 0 && ix < i32(W) {
-                    xv = f32(x[((img * C + ic) * H + u32(iy)) * W + u32(ix)]);
-                }
-            }
-            tile_x[kr][n] = xv;
-        }
-        workgroupBarrier();
-        accumulate_tiles(tm, tn, &acc);
-        workgroupBarrier();
-    }
-    for (var i = 0u; i < 4u; i++) {
-        let oc = m0 + tm * 4u + i;
-        if oc >= OC {
-            continue;
-        }
-        let bv = f32(bias[oc]);
-        for (var j = 0u; j < 4u; j++) {
-            let col = n0 + tn * 4u + j;
-            if col >= cols {
-                continue;
-            }
-            let img = col / pixels;
-            let oy = ((col % pixels) / f.cols) * SH + py;
-            let ox = (col % f.cols) * SW + px;
-            let v = activate(acc[i][j] + bv, p[17], pf(18u), pf(19u));
-            out[((img * OC + oc) * OH + oy) * OW + ox] = T(v);
-        }
-    }
+    tiled_gemm(li, wid.y * BM, wid.x * BN, p[5], K, cols);
 }

@@ -2,7 +2,7 @@
 //! fused (`kernels/conv.wgsl`, `kernels/conv_transpose.wgsl`): dense convs with 16 or more
 //! output channels as a tiled implicit GEMM, the rest direct.
 
-use super::{Lowering, Operand, activation_params};
+use super::{Lowering, Operand, activation_params, window_params};
 use crate::kernels::{Family, Kernel};
 use accel_core::ir::{Activation, Conv, ConvTranspose, Window};
 use accel_core::ops::{resolve_conv_transpose, resolve_window, spatial_2d};
@@ -80,16 +80,9 @@ fn dispatch(
         u(oc)?,
         u(oh)?,
         u(ow)?,
-        u(rw.kernel[0])?,
-        u(rw.kernel[1])?,
-        u(rw.strides[0])?,
-        u(rw.strides[1])?,
-        u(rw.pads_begin[0])?,
-        u(rw.pads_begin[1])?,
-        u(rw.dilations[0])?,
-        u(rw.dilations[1])?,
-        u(group)?,
     ];
+    params.extend(window_params(node, rw)?);
+    params.push(u(group)?);
     params.extend(activation_params(act));
     let bindings = vec![(1, x), (2, wt), (3, b), (4, Operand::Value(out))];
     // Dense convolutions with enough output channels to fill 64-row tiles go through the

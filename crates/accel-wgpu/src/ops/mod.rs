@@ -14,6 +14,7 @@ use crate::device::Gpu;
 use crate::kernels::{Kernel, Storage};
 use accel_core::half;
 use accel_core::ir::Activation;
+use accel_core::ops::ResolvedWindow;
 use accel_core::{DType, Error, Graph, Node, Op, Result, Tensor};
 use std::collections::HashMap;
 use wgpu::util::DeviceExt;
@@ -375,6 +376,22 @@ fn flat_groups(n: usize, max: u32) -> Option<[u32; 3]> {
         (max, groups.div_ceil(max))
     };
     (y <= max).then_some([x as u32, y as u32, 1])
+}
+
+/// A 2-D window's geometry as the conv and pool kernels read it: KH, KW, SH, SW, PT, PL,
+/// DH, DW.
+pub(crate) fn window_params(node: &Node, rw: &ResolvedWindow) -> Result<[u32; 8]> {
+    let u = |v: usize| Lowering::u32_of(node, v);
+    Ok([
+        u(rw.kernel[0])?,
+        u(rw.kernel[1])?,
+        u(rw.strides[0])?,
+        u(rw.strides[1])?,
+        u(rw.pads_begin[0])?,
+        u(rw.pads_begin[1])?,
+        u(rw.dilations[0])?,
+        u(rw.dilations[1])?,
+    ])
 }
 
 /// (code, lo, hi) of a fused activation, as the kernels' `activate` reads them.

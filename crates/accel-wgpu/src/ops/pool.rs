@@ -1,6 +1,6 @@
 //! MaxPool, AveragePool and their global forms (`kernels/pool.wgsl`).
 
-use super::{Lowering, Operand};
+use super::{Lowering, Operand, window_params};
 use crate::kernels::{Family, Kernel};
 use accel_core::ir::Pool;
 use accel_core::ops::{resolve_window, spatial_2d};
@@ -56,26 +56,21 @@ pub(super) fn pool(
     let x = l.input(node, 0)?;
     let out = l.output(node, 0)?;
     let u = |v: usize| Lowering::u32_of(node, v);
-    let params = vec![
+    let mut params = vec![
         u(n_out)?,
         u(nc)?,
         u(hw[0])?,
         u(hw[1])?,
         u(rw.output[0])?,
         u(rw.output[1])?,
-        u(rw.kernel[0])?,
-        u(rw.kernel[1])?,
-        u(rw.strides[0])?,
-        u(rw.strides[1])?,
-        u(rw.pads_begin[0])?,
-        u(rw.pads_begin[1])?,
-        u(rw.dilations[0])?,
-        u(rw.dilations[1])?,
+    ];
+    params.extend(window_params(node, &rw)?);
+    params.extend([
         average as u32,
         count_include_pad as u32,
         u(rw.pads_end[0])?,
         u(rw.pads_end[1])?,
-    ];
+    ]);
     l.dispatch_flat(
         node,
         POOL,
