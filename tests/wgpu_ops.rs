@@ -127,6 +127,20 @@ fn check(what: &str, op: Op, inputs: &[(&str, Option<&Tensor>, bool)], outputs: 
     }
 }
 
+/// A node reading runtime input x, constant weights w and an optional constant bias.
+fn check_weighted(what: &str, op: Op, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) {
+    check(
+        what,
+        op,
+        &[
+            ("x", Some(x), false),
+            ("w", Some(w), true),
+            ("b", bias, true),
+        ],
+        1,
+    );
+}
+
 fn window(k: [usize; 2], s: [usize; 2], d: [usize; 2], p: [usize; 4]) -> Window {
     Window {
         kernel_shape: k.to_vec(),
@@ -165,16 +179,7 @@ fn conv_matches_the_cpu_backend() {
             x.shape(),
             w.shape()
         );
-        check(
-            &what,
-            op,
-            &[
-                ("x", Some(&x), false),
-                ("w", Some(&w), true),
-                ("b", bias, true),
-            ],
-            1,
-        );
+        check_weighted(&what, op, &x, &w, bias);
     }
 }
 
@@ -214,16 +219,7 @@ fn conv_transpose_matches_the_cpu_backend() {
             w.shape()
         );
         let bias = (case % 2 == 0).then_some(&b);
-        check(
-            &what,
-            op,
-            &[
-                ("x", Some(&x), false),
-                ("w", Some(&w), true),
-                ("b", bias, true),
-            ],
-            1,
-        );
+        check_weighted(&what, op, &x, &w, bias);
     }
 }
 
@@ -247,16 +243,7 @@ fn one_dimensional_conv_and_pool_match_the_cpu_backend() {
             activation: activation(),
         });
         let what = format!("Conv1d x{:?} w{:?} {window:?}", x.shape(), w.shape());
-        check(
-            &what,
-            op,
-            &[
-                ("x", Some(&x), false),
-                ("w", Some(&w), true),
-                ("b", Some(&b), true),
-            ],
-            1,
-        );
+        check_weighted(&what, op, &x, &w, Some(&b));
         let pool = Pool {
             window,
             ceil_mode: case % 2 == 1,
