@@ -203,7 +203,10 @@ fn conv_transpose_matches_the_cpu_backend() {
             rng(0, k[0] - 1),
             rng(0, k[1] - 1),
         ];
-        let x = random_f32(&[rng(1, 2), icg * group, rng(3, 9), rng(3, 9)], -1.0, 1.0);
+        // Tall and wide enough that the pads leave at least one output row and column.
+        let h = rng(2, 8) + (p[0] + p[2]).div_ceil(s[0]);
+        let w_in = rng(2, 8) + (p[1] + p[3]).div_ceil(s[1]);
+        let x = random_f32(&[rng(1, 2), icg * group, h, w_in], -1.0, 1.0);
         let w = random_f32(&[icg * group, ocg, k[0], k[1]], -1.0, 1.0);
         let b = random_f32(&[ocg * group], -1.0, 1.0);
         let op = Op::ConvTranspose(ConvTranspose {
