@@ -620,3 +620,27 @@ fn a_tensor_past_the_binding_limit_is_refused_before_anything_is_allocated() {
         Ok(_) => panic!("a {n}-value tensor compiled past a {mib} MiB binding limit"),
     }
 }
+
+#[test]
+fn each_input_shape_gets_its_program_and_old_ones_are_rebuilt_when_needed() {
+    let Some(gpu) = wgpu_backend() else { return };
+    let mut g = graph(
+        Op::Unary(UnaryOp::Sigmoid),
+        &[("x", Some(&random_f32(&[1, 7], 0.0, 1.0)), false)],
+        1,
+    );
+    g.inputs[0].shape = Some(vec![Dim::Sym("batch".into()), Dim::Known(7)]);
+    let exe = gpu.compile(&g, &CompileOptions::default()).unwrap();
+    // More batch sizes than an executable keeps programs for, then the first again.
+    for batch in [1, 2, 3, 4, 5, 6, 1, 3] {
+        let x = random_f32(&[batch, 7], -3.0, 3.0);
+        let got = exe.run(&[x.view()]).unwrap()[0].to_f32_vec().unwrap();
+        assert_eq!(got.len(), batch * 7);
+        for (a, v) in got.iter().zip(x.to_f32_vec().unwrap()) {
+            assert!(
+                (a - 1.0 / (1.0 + (-v).exp())).abs() <= 1e-6,
+                "batch {batch}"
+            );
+        }
+    }
+}

@@ -13,14 +13,13 @@ mod ops;
 mod program;
 
 use accel_core::{
-    Backend, CompileOptions, DeviceInfo, Dim, Error, Executable, Graph, KernelProfile, MemoryStats,
+    Backend, CompileOptions, DeviceInfo, Error, Executable, Graph, KernelProfile, MemoryStats,
     Node, Precision, Probe, Result, Tensor, TensorView, passes,
 };
 use device::{Gpu, adapters, device_info};
 use kernels::Storage;
 use ops::Consts;
 use program::Program;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use device::NO_ADAPTER;
@@ -103,26 +102,21 @@ impl Backend for WgpuBackend {
             state: Mutex::new(State {
                 consts: Consts::new(storage),
                 last_profile: None,
-                programs: HashMap::new(),
+                programs: Vec::new(),
             }),
         };
         // The program for the declared shapes (symbolic dimensions as 1) is built now, so
-        // that what can fail at compile time does: an op without a kernel, say.
-        let shapes: Vec<Vec<usize>> = graph
+        // that what can fail at compile time does: an op without a kernel, say. An input of
+        // unknown rank leaves it to the first run.
+        let shapes: Option<Vec<Vec<usize>>> = graph
             .inputs
             .iter()
             .map(|vi| {
-                vi.shape
-                    .iter()
-                    .flatten()
-                    .map(|d| match d {
-                        Dim::Known(k) => *k,
-                        Dim::Sym(_) => 1,
-                    })
-                    .collect()
+                let dims = vi.shape.as_ref()?;
+                Some(dims.iter().map(|d| d.known().unwrap_or(1)).collect())
             })
             .collect();
-        {
+        if let Some(shapes) = shapes {
             let mut state = exe.state.lock().unwrap_or_else(|e| e.into_inner());
             exe.program(&mut state, &shapes)?;
         }
@@ -130,10 +124,15 @@ impl Backend for WgpuBackend {
     }
 }
 
+/// Programs kept per executable: each holds its device buffers, so a caller cycling through
+/// many input shapes keeps only the most recent.
+const MAX_PROGRAMS: usize = 4;
+
 struct State {
     consts: Consts,
     last_profile: Option<KernelProfile>,
-    programs: HashMap<Vec<Vec<usize>>, Program>,
+    /// Programs by input shapes, the most recently used last.
+    programs: Vec<(Vec<Vec<usize>>, Program)>,
 }
 
 pub struct WgpuExecutable {
@@ -146,20 +145,30 @@ pub struct WgpuExecutable {
 }
 
 impl WgpuExecutable {
+    /// The program for these input shapes, built on first use.
     fn program<'s>(&self, state: &'s mut State, shapes: &[Vec<usize>]) -> Result<&'s mut Program> {
-        if !state.programs.contains_key(shapes) {
-            let named: Vec<(&str, &[usize])> = self
-                .graph
-                .inputs
-                .iter()
-                .zip(shapes)
-                .map(|(vi, s)| (vi.name.as_str(), s.as_slice()))
-                .collect();
-            let g = passes::specialize(&self.graph, &named)?;
-            let p = Program::build(&self.gpu, &g, &mut state.consts, self.profile)?;
-            state.programs.insert(shapes.to_vec(), p);
+        match state.programs.iter().position(|(s, _)| s == shapes) {
+            Some(i) => {
+                let p = state.programs.remove(i);
+                state.programs.push(p);
+            }
+            None => {
+                let named: Vec<(&str, &[usize])> = self
+                    .graph
+                    .inputs
+                    .iter()
+                    .zip(shapes)
+                    .map(|(vi, s)| (vi.name.as_str(), s.as_slice()))
+                    .collect();
+                let g = passes::specialize(&self.graph, &named)?;
+                let p = Program::build(&self.gpu, &g, &mut state.consts, self.profile)?;
+                if state.programs.len() == MAX_PROGRAMS {
+                    state.programs.remove(0);
+                }
+                state.programs.push((shapes.to_vec(), p));
+            }
         }
-        Ok(state.programs.get_mut(shapes).expect("inserted above"))
+        Ok(&mut state.programs.last_mut().expect("just placed").1)
     }
 }
 
@@ -170,7 +179,7 @@ impl Executable for WgpuExecutable {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *state;
         self.program(state, &shapes)?;
-        let program = state.programs.get_mut(&shapes).expect("built above");
+        let (_, program) = state.programs.last_mut().expect("built above");
         let outputs = program.run(&self.gpu, &state.consts, inputs);
         state.last_profile = program.last_profile.clone();
         outputs
@@ -185,7 +194,7 @@ impl Executable for WgpuExecutable {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         MemoryStats {
             weights: Some(state.consts.bytes),
-            arena: state.programs.values().map(|p| p.arena_bytes).max(),
+            arena: state.programs.iter().map(|(_, p)| p.arena_bytes).max(),
             scratch: None,
         }
     }
