@@ -1,4 +1,6 @@
-//! Whole-model latency on the CPU backend, batch 1, for the shipped models.
+//! Whole-model latency, batch 1, for the shipped models on the CPU backend and on the first
+//! wgpu adapter (where there is one: lavapipe in CI, a GPU elsewhere; wall clock, readback
+//! included).
 
 use accel::{Session, Tensor, TensorView};
 use accel_benches::random_vec;
@@ -13,10 +15,6 @@ fn models(c: &mut Criterion) {
             eprintln!("SKIPPED model bench {name}: models/ not found");
             continue;
         };
-        let session = Session::builder()
-            .backend("cpu")
-            .load(&path)
-            .expect("model compiles");
         let n = shape.iter().product();
         let input = Tensor::from_vec(
             shape,
@@ -24,9 +22,19 @@ fn models(c: &mut Criterion) {
         )
         .expect("shape");
         let views: Vec<TensorView> = vec![input.view()];
-        c.bench_function(&format!("cpu/{name}/batch1"), |b| {
-            b.iter(|| session.run(&views).expect("runs"))
-        });
+        for backend in ["cpu", "wgpu"] {
+            let session = match Session::builder().backend(backend).load(&path) {
+                Ok(s) => s,
+                Err(e) if backend != "cpu" => {
+                    eprintln!("SKIPPED model bench {backend}/{name}: {e}");
+                    continue;
+                }
+                Err(e) => panic!("{name} on {backend}: {e}"),
+            };
+            c.bench_function(&format!("{backend}/{name}/batch1"), |b| {
+                b.iter(|| session.run(&views).expect("runs"))
+            });
+        }
     }
 }
 
