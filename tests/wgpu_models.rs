@@ -115,11 +115,10 @@ fn wgpu_matches_onnx_runtime_on_every_model() {
     assert!(checked == 0 || checked >= 9, "only {checked} cases ran");
 }
 
-/// f16 storage on the shipped models at batch 1, against ONNX Runtime's f32 outputs. The
-/// CRNN meets the 1e-2 bar; the U-Net's sigmoid mask does not everywhere (measured: max
-/// 1.9e-2 to 2.2e-2, a handful of its 16384 pixels past 1e-2, p99 ~1.4e-3; f16 weights alone
-/// already reach 1.2e-2), so for it the test holds 99.9% of pixels to 1e-2 and the rest to
-/// 5e-2. See the README.
+/// f16 storage on the shipped models at batch 1, against ONNX Runtime's f32 outputs, within
+/// the issue's 1e-2. The leading third of the weighted layers keeps f32 storage
+/// (`accel-wgpu/src/precision.rs`: all-f16 storage puts the U-Net's mask 2.4e-2 away); the
+/// test also checks that the rest really is f16, from the weights' bytes.
 #[test]
 fn f16_storage_stays_close_to_onnx_runtime() {
     let Some(gpu) = wgpu_backend() else { return };
@@ -147,6 +146,17 @@ fn f16_storage_stays_close_to_onnx_runtime() {
         let exe = gpu
             .compile(&g, &opts)
             .unwrap_or_else(|e| panic!("{model} in f16: {e}"));
+        let f32_weights = gpu
+            .compile(&g, &CompileOptions::default())
+            .unwrap_or_else(|e| panic!("{model} in f32: {e}"))
+            .memory()
+            .weights
+            .expect("the wgpu backend counts its weights");
+        let f16_weights = exe.memory().weights.expect("counted");
+        assert!(
+            f16_weights * 4 < f32_weights * 3,
+            "{model}: {f16_weights} bytes of weights in f16 against {f32_weights} in f32"
+        );
         let file = |kind: &str, name: &str| dir.join(case[kind][name].as_str().expect("listed"));
         let x = read_npy(file("inputs", &g.inputs[0].name)).unwrap();
         let got = exe
@@ -157,16 +167,16 @@ fn f16_storage_stays_close_to_onnx_runtime() {
         let mut diffs: Vec<f32> = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).collect();
         diffs.sort_by(f32::total_cmp);
         let (max, p999) = (diffs[diffs.len() - 1], diffs[diffs.len() * 999 / 1000]);
-        eprintln!("wgpu f16 {model}: max abs diff {max:.2e}, 99.9th percentile {p999:.2e}");
+        eprintln!(
+            "wgpu f16 {model}: max abs diff {max:.2e}, 99.9th percentile {p999:.2e}, \
+             weights {:.2}x of f32",
+            f16_weights as f64 / f32_weights as f64
+        );
         assert!(!max.is_nan(), "{model}: NaN in f16");
-        if model.ends_with("crnn.onnx") {
-            assert!(max <= 1e-2, "{model} in f16: max abs diff {max}");
-        } else {
-            assert!(
-                p999 <= 1e-2 && max <= 5e-2,
-                "{model} in f16: max {max}, p99.9 {p999}"
-            );
-        }
+        assert!(
+            max <= 1e-2,
+            "{model} in f16: max abs diff {max}, p99.9 {p999}"
+        );
         checked += 1;
     }
     assert_eq!(checked, 2, "the shipped models' batch-1 cases");

@@ -13,6 +13,10 @@ pub struct DeviceInfo {
     pub details: Vec<(String, String)>,
 }
 
+/// What an executable stores its tensors in. Arithmetic stays f32 (accumulation included)
+/// in every backend; `F16` halves weight memory and traffic where the backend supports it:
+/// the cpu backend keeps packed weights in f16, wgpu stores tensors in f16 past the graph's
+/// leading layers (mixed precision). Accuracy is checked against 1e-2, not 1e-4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]

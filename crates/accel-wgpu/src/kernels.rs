@@ -19,6 +19,8 @@ pub(crate) enum Family {
     Softmax,
     Matmul,
     Lstm,
+    /// f32 -> f16 at the precision boundary of a mixed program.
+    Convert,
 }
 
 const TILE: &str = include_str!("../../../kernels/tile.wgsl");
@@ -38,6 +40,7 @@ impl Family {
             Family::Softmax => include_str!("../../../kernels/softmax.wgsl").into(),
             Family::Matmul => include_str!("../../../kernels/matmul.wgsl").into(),
             Family::Lstm => include_str!("../../../kernels/lstm.wgsl").into(),
+            Family::Convert => include_str!("../../../kernels/convert.wgsl").into(),
         }
     }
 }

@@ -10,6 +10,7 @@
 mod device;
 mod kernels;
 mod ops;
+mod precision;
 mod program;
 
 use accel_core::{
@@ -97,10 +98,11 @@ impl Backend for WgpuBackend {
         };
         let exe = WgpuExecutable {
             graph: graph.clone(),
+            storage,
             profile: options.profile,
             gpu,
             state: Mutex::new(State {
-                consts: Consts::new(storage),
+                consts: Consts::new(),
                 last_profile: None,
                 programs: Vec::new(),
             }),
@@ -137,6 +139,8 @@ struct State {
 
 pub struct WgpuExecutable {
     graph: Graph,
+    /// f32, or f16 past the leading layers (`precision.rs`).
+    storage: Storage,
     /// Time every kernel (a compute pass each), not only the whole run.
     profile: bool,
     gpu: Arc<Gpu>,
@@ -161,7 +165,8 @@ impl WgpuExecutable {
                     .map(|(vi, s)| (vi.name.as_str(), s.as_slice()))
                     .collect();
                 let g = passes::specialize(&self.graph, &named)?;
-                let p = Program::build(&self.gpu, &g, &mut state.consts, self.profile)?;
+                let p =
+                    Program::build(&self.gpu, &g, &mut state.consts, self.storage, self.profile)?;
                 if state.programs.len() == MAX_PROGRAMS {
                     state.programs.remove(0);
                 }

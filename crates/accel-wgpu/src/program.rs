@@ -6,6 +6,7 @@
 use crate::device::Gpu;
 use crate::kernels::Storage;
 use crate::ops::{Consts, Lowering, Operand, decode, encode};
+use crate::precision;
 use accel_core::{Error, Graph, KernelProfile, NodeTime, Result, Tensor, TensorView};
 use std::sync::mpsc;
 use wgpu::util::DeviceExt;
@@ -21,6 +22,7 @@ struct Step {
 /// Where a graph output comes from and where it lands in the readback buffer.
 struct Output {
     source: Source,
+    storage: Storage,
     bytes: u64,
     offset: u64,
     shape: Vec<usize>,
@@ -50,9 +52,9 @@ pub(crate) struct Program {
     /// Device times of the last run.
     pub last_profile: Option<KernelProfile>,
     buffers: Vec<wgpu::Buffer>,
-    /// Per graph input: its device buffer (None when no kernel reads it) and its offset in
-    /// the upload buffer.
-    inputs: Vec<(Option<usize>, u64)>,
+    /// Per graph input: its device buffer (None when no kernel reads it), its offset in
+    /// the upload buffer and its storage.
+    inputs: Vec<(Option<usize>, u64, Storage)>,
     outputs: Vec<Output>,
     upload: wgpu::Buffer,
     readback: wgpu::Buffer,
@@ -130,8 +132,15 @@ impl Program {
     /// Lowers and plans `graph` (specialised to concrete input shapes).
     /// With `profile`, each step runs in a compute pass of its own so that its device time
     /// is measured.
-    pub fn build(gpu: &Gpu, graph: &Graph, consts: &mut Consts, profile: bool) -> Result<Program> {
-        let mut l = Lowering::new(graph, gpu, consts)?;
+    pub fn build(
+        gpu: &Gpu,
+        graph: &Graph,
+        consts: &mut Consts,
+        storage: Storage,
+        profile: bool,
+    ) -> Result<Program> {
+        let node_storage = precision::node_storages(graph, storage);
+        let mut l = Lowering::new(graph, gpu, consts, &node_storage)?;
         for (i, node) in graph.nodes.iter().enumerate() {
             l.lower(i, node)?;
         }
@@ -157,14 +166,15 @@ impl Program {
                 Some(v) => {
                     touch(&mut lifetimes, v, 0);
                     touch(&mut lifetimes, v, steps);
-                    Operand::Value(v)
+                    (Operand::Value(v), l.value_storage[v])
                 }
                 None => {
                     let t = graph.constant(&vi.name).ok_or_else(|| {
                         Error::Other(format!("graph output '{}' is never computed", vi.name))
                     })?;
                     let key = format!("output#{}", vi.name);
-                    Operand::Const(l.upload_f32(&key, t.to_f32_vec()?)?)
+                    let c = l.upload_output(&key, t.to_f32_vec()?)?;
+                    (Operand::Const(c), Storage::F32)
                 }
             };
             output_sources.push((source, l.shape(&vi.name)?));
@@ -174,8 +184,11 @@ impl Program {
             | wgpu::BufferUsages::COPY_SRC
             | wgpu::BufferUsages::COPY_DST;
         let dispatches = std::mem::take(&mut l.dispatches);
-        let input_ids: Vec<Option<usize>> =
-            graph.inputs.iter().map(|vi| l.value_id(&vi.name)).collect();
+        let input_ids: Vec<Option<(usize, Storage)>> = graph
+            .inputs
+            .iter()
+            .map(|vi| l.value_id(&vi.name).map(|v| (v, l.value_storage[v])))
+            .collect();
         drop(l);
         gpu.scoped("planning the device buffers and bind groups", || {
             let buffers: Vec<wgpu::Buffer> = sizes
@@ -198,7 +211,7 @@ impl Program {
             };
             let mut steps = Vec::with_capacity(dispatches.len());
             for d in &dispatches {
-                let pipeline = gpu.kernels.pipeline(gpu, d.kernel, consts.storage)?;
+                let pipeline = gpu.kernels.pipeline(gpu, d.kernel, d.storage)?;
                 let params = gpu
                     .device
                     .create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -227,12 +240,13 @@ impl Program {
                 });
             }
             let mut upload_bytes = 0u64;
-            let inputs: Vec<(Option<usize>, u64)> = input_ids
+            let inputs: Vec<(Option<usize>, u64, Storage)> = input_ids
                 .iter()
                 .zip(&graph.inputs)
                 .map(|(id, vi)| {
                     let at = upload_bytes;
-                    let used = id.and_then(|v| assigned[v]);
+                    let used = id.and_then(|(v, _)| assigned[v]);
+                    let storage = id.map_or(Storage::F32, |(_, s)| s);
                     if used.is_some() {
                         let n: usize = vi
                             .shape
@@ -240,16 +254,16 @@ impl Program {
                             .flatten()
                             .map(|d| d.known().unwrap_or(0))
                             .product();
-                        upload_bytes += words(n, consts.storage);
+                        upload_bytes += words(n, storage);
                     }
-                    (used, at)
+                    (used, at, storage)
                 })
                 .collect();
             let mut readback_bytes = 0u64;
             let outputs = output_sources
                 .into_iter()
-                .map(|(op, shape)| {
-                    let bytes = words(shape.iter().product(), consts.storage);
+                .map(|((op, storage), shape)| {
+                    let bytes = words(shape.iter().product(), storage);
                     let offset = readback_bytes;
                     readback_bytes += bytes;
                     let source = match op {
@@ -258,6 +272,7 @@ impl Program {
                     };
                     Output {
                         source,
+                        storage,
                         bytes,
                         offset,
                         shape,
@@ -338,13 +353,13 @@ impl Program {
                 .slice(..)
                 .get_mapped_range_mut()
                 .map_err(|e| Error::Other(format!("wgpu: cannot write the inputs: {e}")))?;
-            for (t, &(buffer, at)) in inputs.iter().zip(&self.inputs) {
+            for (t, &(buffer, at, storage)) in inputs.iter().zip(&self.inputs) {
                 if buffer.is_none() {
                     continue;
                 }
                 let data = t.as_slice::<f32>()?;
                 let at = at as usize;
-                match consts.storage {
+                match storage {
                     Storage::F32 => {
                         let bytes: &[u8] = bytemuck::cast_slice(data);
                         view.slice(at..at + bytes.len()).copy_from_slice(bytes);
@@ -363,9 +378,9 @@ impl Program {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("accel run"),
             });
-        for (t, &(buffer, at)) in inputs.iter().zip(&self.inputs) {
+        for (t, &(buffer, at, storage)) in inputs.iter().zip(&self.inputs) {
             if let Some(b) = buffer {
-                let bytes = words(t.shape().iter().product(), consts.storage);
+                let bytes = words(t.shape().iter().product(), storage);
                 encoder.copy_buffer_to_buffer(&self.upload, at, &self.buffers[b], 0, bytes);
             }
         }
@@ -406,7 +421,7 @@ impl Program {
         received(upload_done)?;
         self.upload_mapped = true;
         received(readback_done)?;
-        let (outputs, profile) = self.read_back(gpu, consts.storage)?;
+        let (outputs, profile) = self.read_back(gpu)?;
         self.last_profile = profile;
         self.readback.unmap();
         gpu.check()?;
@@ -416,11 +431,7 @@ impl Program {
 
 impl Program {
     /// The outputs and kernel times in the mapped readback buffer.
-    fn read_back(
-        &self,
-        gpu: &Gpu,
-        storage: Storage,
-    ) -> Result<(Result<Vec<Tensor>>, Option<KernelProfile>)> {
+    fn read_back(&self, gpu: &Gpu) -> Result<(Result<Vec<Tensor>>, Option<KernelProfile>)> {
         let view = self
             .readback
             .slice(..)
@@ -432,7 +443,7 @@ impl Program {
             .map(|o| {
                 let bytes = &view[o.offset as usize..(o.offset + o.bytes) as usize];
                 let n = o.shape.iter().product();
-                Tensor::from_vec(o.shape.clone(), decode(storage, bytes, n))
+                Tensor::from_vec(o.shape.clone(), decode(o.storage, bytes, n))
             })
             .collect();
         let profile = self

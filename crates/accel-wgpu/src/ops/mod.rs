@@ -11,13 +11,18 @@ mod pool;
 mod softmax;
 
 use crate::device::Gpu;
-use crate::kernels::{Kernel, Storage};
+use crate::kernels::{Family, Kernel, Storage};
 use accel_core::half;
 use accel_core::ir::Activation;
 use accel_core::ops::ResolvedWindow;
 use accel_core::{DType, Error, Graph, Node, Op, Result, Tensor};
 use std::collections::HashMap;
 use wgpu::util::DeviceExt;
+
+const TO_HALF: Kernel = Kernel {
+    family: Family::Convert,
+    entry: "to_half",
+};
 
 /// What a kernel binding reads or writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +38,8 @@ pub(crate) enum Operand {
 pub(crate) struct Dispatch {
     pub node: usize,
     pub kernel: Kernel,
+    /// The storage its tensors are in (the pipeline variant).
+    pub storage: Storage,
     pub params: Vec<u32>,
     pub bindings: Vec<(u32, Operand)>,
     pub groups: [u32; 3],
@@ -40,18 +47,16 @@ pub(crate) struct Dispatch {
 
 /// Constants on the device, uploaded once per executable and shared by the programs of every
 /// input shape: weights, and what lowerings derive from them (summed LSTM biases, zero
-/// biases), stored as the executable's tensors are.
+/// biases), each in the storage of the nodes that read it.
 pub(crate) struct Consts {
-    pub storage: Storage,
     pub buffers: Vec<wgpu::Buffer>,
-    by_key: HashMap<String, usize>,
+    by_key: HashMap<(String, Storage), usize>,
     pub bytes: usize,
 }
 
 impl Consts {
-    pub fn new(storage: Storage) -> Consts {
+    pub fn new() -> Consts {
         Consts {
-            storage,
             buffers: Vec::new(),
             by_key: HashMap::new(),
             bytes: 0,
@@ -62,13 +67,15 @@ impl Consts {
         &mut self,
         gpu: &Gpu,
         key: &str,
+        storage: Storage,
         data: impl FnOnce() -> Result<Vec<f32>>,
     ) -> Result<usize> {
-        if let Some(&i) = self.by_key.get(key) {
+        let entry = (key.to_string(), storage);
+        if let Some(&i) = self.by_key.get(&entry) {
             return Ok(i);
         }
         let values = data()?;
-        let contents = encode(self.storage, &values);
+        let contents = encode(storage, &values);
         let buffer = gpu.scoped(&format!("uploading constant '{key}'"), || {
             Ok(gpu
                 .device
@@ -80,7 +87,7 @@ impl Consts {
         })?;
         self.bytes += contents.len();
         self.buffers.push(buffer);
-        self.by_key.insert(key.to_string(), self.buffers.len() - 1);
+        self.by_key.insert(entry, self.buffers.len() - 1);
         Ok(self.buffers.len() - 1)
     }
 }
@@ -117,21 +124,39 @@ pub(crate) struct Lowering<'a> {
     consts: &'a mut Consts,
     /// Bytes of each logical buffer.
     pub values: Vec<usize>,
+    /// Elements and storage of each logical buffer.
+    elems: Vec<usize>,
+    pub value_storage: Vec<Storage>,
     names: HashMap<String, usize>,
+    /// A value converted to the other storage, once for all the nodes that read it there.
+    converted: HashMap<(usize, Storage), usize>,
     pub dispatches: Vec<Dispatch>,
+    /// The storage of each node (see `precision.rs`).
+    node_storage: &'a [Storage],
     node: usize,
+    storage: Storage,
 }
 
 impl<'a> Lowering<'a> {
-    pub fn new(graph: &'a Graph, gpu: &'a Gpu, consts: &'a mut Consts) -> Result<Lowering<'a>> {
+    pub fn new(
+        graph: &'a Graph,
+        gpu: &'a Gpu,
+        consts: &'a mut Consts,
+        node_storage: &'a [Storage],
+    ) -> Result<Lowering<'a>> {
         let mut l = Lowering {
             graph,
             gpu,
             consts,
             values: Vec::new(),
+            elems: Vec::new(),
+            value_storage: Vec::new(),
             names: HashMap::new(),
+            converted: HashMap::new(),
             dispatches: Vec::new(),
+            node_storage,
             node: 0,
+            storage: Storage::F32,
         };
         for vi in &graph.inputs {
             if vi.dtype != DType::F32 {
@@ -140,14 +165,20 @@ impl<'a> Lowering<'a> {
                     vi.name, vi.dtype
                 )));
             }
+            // An input is uploaded in the storage of the first node that reads it.
+            l.storage = graph
+                .nodes
+                .iter()
+                .position(|n| n.inputs.contains(&vi.name))
+                .map_or(Storage::F32, |i| node_storage[i]);
             l.new_value(&vi.name)?;
         }
         Ok(l)
     }
 
-    /// Bytes of a buffer of `n` elements, in whole words.
+    /// Bytes of a buffer of `n` elements in the current node's storage, in whole words.
     fn bytes_of(&self, n: usize) -> usize {
-        (n.max(1) * self.consts.storage.bytes()).next_multiple_of(4)
+        (n.max(1) * self.storage.bytes()).next_multiple_of(4)
     }
 
     /// The logical buffer holding a value, if it is not a constant.
@@ -157,6 +188,7 @@ impl<'a> Lowering<'a> {
 
     pub fn lower(&mut self, index: usize, node: &Node) -> Result<()> {
         self.node = index;
+        self.storage = self.node_storage[index];
         lower_node(self, node)
     }
 
@@ -168,11 +200,44 @@ impl<'a> Lowering<'a> {
                 "value '{name}' is empty ({shape:?}); the wgpu backend does not run empty tensors"
             )));
         }
-        let bytes = self.bytes_of(n);
-        self.fits_a_binding(name, bytes)?;
-        self.values.push(bytes);
-        self.names.insert(name.to_string(), self.values.len() - 1);
-        Ok(self.values.len() - 1)
+        self.fits_a_binding(name, self.bytes_of(n))?;
+        let v = self.push_value(n);
+        self.names.insert(name.to_string(), v);
+        Ok(v)
+    }
+
+    /// A logical buffer of `n` elements in the current storage.
+    fn push_value(&mut self, n: usize) -> usize {
+        self.values.push(self.bytes_of(n));
+        self.elems.push(n);
+        self.value_storage.push(self.storage);
+        self.values.len() - 1
+    }
+
+    /// Value `v` in the current node's storage: itself, or its conversion (dispatched the
+    /// first time a node in the other storage reads it).
+    fn in_current_storage(&mut self, node: &Node, v: usize) -> Result<usize> {
+        let to = self.storage;
+        if self.value_storage[v] == to {
+            return Ok(v);
+        }
+        if let Some(&c) = self.converted.get(&(v, to)) {
+            return Ok(c);
+        }
+        // f32 nodes precede f16 ones (`precision.rs`), so values only ever narrow.
+        if to == Storage::F32 {
+            return Err(Error::node(
+                node,
+                "an f32 node reads an f16 value: the precision plan must keep f32 leading",
+            ));
+        }
+        let n = self.elems[v];
+        let c = self.push_value(n);
+        let bindings = vec![(1, Operand::Value(v)), (2, Operand::Value(c))];
+        let params = vec![Self::u32_of(node, n)?];
+        self.dispatch_flat(node, TO_HALF, params, bindings, n)?;
+        self.converted.insert((v, to), c);
+        Ok(c)
     }
 
     /// A buffer the kernels bind must fit the adapter's storage binding limit; checked here
@@ -214,10 +279,11 @@ impl<'a> Lowering<'a> {
             let id = self.upload(node, name, || Ok(t.clone()))?;
             return Ok(Operand::Const(id));
         }
-        self.names
+        let v = *self
+            .names
             .get(name)
-            .map(|&v| Operand::Value(v))
-            .ok_or_else(|| Error::node(node, format!("input '{name}' is not computed before")))
+            .ok_or_else(|| Error::node(node, format!("input '{name}' is not computed before")))?;
+        Ok(Operand::Value(self.in_current_storage(node, v)?))
     }
 
     pub fn input_shape(&self, node: &Node, i: usize) -> Result<Vec<usize>> {
@@ -253,7 +319,7 @@ impl<'a> Lowering<'a> {
         key: &str,
         data: impl FnOnce() -> Result<Tensor>,
     ) -> Result<usize> {
-        self.consts.get_or_upload(self.gpu, key, || {
+        self.consts.get_or_upload(self.gpu, key, self.storage, || {
             let t = data()?;
             t.to_f32_vec()
                 .map_err(|e| Error::node(node, format!("constant '{key}': {e}")))
@@ -261,7 +327,14 @@ impl<'a> Lowering<'a> {
     }
 
     pub fn upload_f32(&mut self, key: &str, data: Vec<f32>) -> Result<usize> {
-        self.consts.get_or_upload(self.gpu, key, || Ok(data))
+        self.consts
+            .get_or_upload(self.gpu, key, self.storage, || Ok(data))
+    }
+
+    /// A constant graph output, uploaded in f32 (it is only copied to the readback).
+    pub fn upload_output(&mut self, key: &str, data: Vec<f32>) -> Result<usize> {
+        self.consts
+            .get_or_upload(self.gpu, key, Storage::F32, || Ok(data))
     }
 
     /// The logical buffer of node output `i`, which must be f32.
@@ -287,10 +360,11 @@ impl<'a> Lowering<'a> {
 
     /// A buffer of `elems` f32 values for this node only.
     pub fn temp(&mut self, node: &Node, elems: usize) -> Result<usize> {
-        let bytes = self.bytes_of(elems);
-        self.fits_a_binding(&format!("a temporary of node '{}'", node.name), bytes)?;
-        self.values.push(bytes);
-        Ok(self.values.len() - 1)
+        self.fits_a_binding(
+            &format!("a temporary of node '{}'", node.name),
+            self.bytes_of(elems),
+        )?;
+        Ok(self.push_value(elems))
     }
 
     /// Output `name` shares input `from`'s buffer (a reshape of it).
@@ -303,15 +377,20 @@ impl<'a> Lowering<'a> {
             .outputs
             .first()
             .ok_or_else(|| Error::node(node, "no output"))?;
-        match self.input(node, 0)? {
-            Operand::Value(v) => {
+        // The alias keeps its input's storage: a reader in the other one converts it.
+        match self.names.get(from) {
+            Some(&v) => {
                 self.names.insert(to.clone(), v);
                 Ok(())
             }
             // Specialisation folds reshapes of constants.
-            Operand::Const(_) => Err(Error::node(
+            None if self.graph.constant(from).is_some() => Err(Error::node(
                 node,
                 format!("'{from}' is a constant: this reshape should have been folded"),
+            )),
+            None => Err(Error::node(
+                node,
+                format!("input '{from}' is not computed before"),
             )),
         }
     }
@@ -326,6 +405,7 @@ impl<'a> Lowering<'a> {
         self.dispatches.push(Dispatch {
             node: self.node,
             kernel,
+            storage: self.storage,
             params,
             bindings,
             groups,
