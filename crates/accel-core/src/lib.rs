@@ -4,6 +4,7 @@
 //! rewrites it, and a [`Backend`] compiles it into an [`Executable`] that runs many times.
 
 mod backend;
+pub mod cache;
 mod dtype;
 mod error;
 pub mod ir;

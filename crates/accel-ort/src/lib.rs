@@ -34,12 +34,7 @@ impl OrtBackend {
     /// The backend for `provider`, or why it cannot run here (library missing, provider not
     /// compiled in, registration failed, or it takes no node of a probe graph).
     pub fn new(provider: Provider, config: OrtConfig) -> std::result::Result<OrtBackend, String> {
-        let runtime = runtime(config.library.as_deref())?;
-        let backend = OrtBackend {
-            provider,
-            config,
-            runtime,
-        };
+        let backend = OrtBackend::unverified(provider, config)?;
         if provider != Provider::Cpu {
             backend
                 .compile(&probe_graph(), &CompileOptions::default())
@@ -49,6 +44,22 @@ impl OrtBackend {
                 })?;
         }
         Ok(backend)
+    }
+
+    /// The backend for `provider` with the library loaded but the provider not tried: cheap
+    /// (no session), for a planner that compiles every candidate anyway and reports the
+    /// provider's failure then. Compiling runs the same checks `new` runs on its probe
+    /// graph (registration with `error_on_failure`, node placement).
+    pub fn unverified(
+        provider: Provider,
+        config: OrtConfig,
+    ) -> std::result::Result<OrtBackend, String> {
+        let runtime = runtime(config.library.as_deref())?;
+        Ok(OrtBackend {
+            provider,
+            config,
+            runtime,
+        })
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -129,19 +140,7 @@ type ProbeResult = std::result::Result<Arc<OrtBackend>, String>;
 pub fn probe() -> Vec<Probe> {
     static CACHE: OnceLock<Mutex<HashMap<Provider, ProbeResult>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    let mut providers: Vec<Provider> = Provider::ALL[..4].to_vec();
-    for (p, on) in [
-        (Provider::Qnn, cfg!(feature = "qnn")),
-        (Provider::Nnapi, cfg!(feature = "nnapi")),
-        (Provider::CoreMl, cfg!(feature = "coreml")),
-        (Provider::Xnnpack, cfg!(feature = "xnnpack")),
-        (Provider::Acl, cfg!(feature = "acl")),
-    ] {
-        if on {
-            providers.push(p);
-        }
-    }
-    providers
+    providers()
         .into_iter()
         .map(|p| {
             let mut guard = cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -155,4 +154,35 @@ pub fn probe() -> Vec<Probe> {
             }
         })
         .collect()
+}
+
+/// Every provider with the library loaded but untried (`OrtBackend::unverified`): what a
+/// planner starts from without paying a session per provider.
+pub fn probe_unverified() -> Vec<Probe> {
+    providers()
+        .into_iter()
+        .map(|p| Probe {
+            id: p.id().into(),
+            backend: OrtBackend::unverified(p, OrtConfig::default())
+                .map(|b| Arc::new(b) as Arc<dyn Backend>),
+        })
+        .collect()
+}
+
+/// The providers this build knows: the four always built, and the edge delegates whose
+/// features are on.
+fn providers() -> Vec<Provider> {
+    let mut providers: Vec<Provider> = Provider::ALL[..4].to_vec();
+    for (p, on) in [
+        (Provider::Qnn, cfg!(feature = "qnn")),
+        (Provider::Nnapi, cfg!(feature = "nnapi")),
+        (Provider::CoreMl, cfg!(feature = "coreml")),
+        (Provider::Xnnpack, cfg!(feature = "xnnpack")),
+        (Provider::Acl, cfg!(feature = "acl")),
+    ] {
+        if on {
+            providers.push(p);
+        }
+    }
+    providers
 }

@@ -35,6 +35,14 @@ impl LatencyStats {
     }
 }
 
+/// The process's resident memory in bytes (Linux; None elsewhere).
+pub fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Runs `f` `warmup` times untimed, then `iters` times timed. Stops timing early once
 /// `budget` has elapsed (after at least one timed run); the second value says whether it did.
 pub fn measure<E>(

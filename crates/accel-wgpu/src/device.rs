@@ -200,18 +200,6 @@ impl Gpu {
     }
 }
 
-/// Where accel keeps caches: `ACCEL_CACHE_DIR`, else `$XDG_CACHE_HOME/accel`, else
-/// `~/.cache/accel`.
-fn cache_dir() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("ACCEL_CACHE_DIR") {
-        return Some(PathBuf::from(d));
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("accel"))
-}
-
 /// A driver pipeline cache backed by a file named after wgpu's key for the adapter (vendor
 /// and device), so pipelines compiled once are not compiled again by the next process.
 pub(crate) struct PipelineCache {
@@ -222,7 +210,7 @@ pub(crate) struct PipelineCache {
 impl PipelineCache {
     fn open(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Option<PipelineCache> {
         let key = wgpu::util::pipeline_cache_key(info)?;
-        let path = cache_dir()?.join("wgpu").join(key);
+        let path = accel_core::cache::cache_dir()?.join("wgpu").join(key);
         // An unreadable file is no cache: it is rewritten on save.
         let data = std::fs::read(&path).ok();
         // SAFETY: the file holds what `get_data` returned for a cache of an adapter with the
@@ -245,17 +233,6 @@ impl PipelineCache {
         let Some(data) = self.cache.get_data() else {
             return;
         };
-        let Some(dir) = self.path.parent() else {
-            return;
-        };
-        let tmp = self
-            .path
-            .with_extension(format!("tmp{}", std::process::id()));
-        let written = std::fs::create_dir_all(dir)
-            .and_then(|_| std::fs::write(&tmp, &data))
-            .and_then(|_| std::fs::rename(&tmp, &self.path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        let _ = accel_core::cache::write_atomic(&self.path, &data);
     }
 }

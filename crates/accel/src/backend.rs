@@ -4,9 +4,9 @@ use std::fmt;
 
 /// The backend a [`crate::MeterReader`] or [`crate::DefectInspector`] runs on.
 ///
-/// `Auto` resolves to `cpu` today: it is always available and gives the reference answers.
-/// This is a placeholder, not a measurement: issue #7's planner replaces it with the backend
-/// measured fastest on this machine among those that give the right answer.
+/// `Auto` is the planner's choice: the backend measured fastest on this machine among those
+/// that agree with the cpu reference (planned on first use and cached, see
+/// [`crate::SessionBuilder::backend`]), falling back down the plan's ranking if it fails.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Backend {
     #[default]
@@ -16,11 +16,10 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The backend id this choice runs on now.
+    /// The backend id a session is built with ("auto" for the planner).
     pub fn resolve(&self) -> &str {
         match self {
-            // Until the planner (issue #7) exists, auto is the always-available CPU backend.
-            Backend::Auto => "cpu",
+            Backend::Auto => "auto",
             Backend::Named(id) => id,
         }
     }
@@ -64,7 +63,7 @@ mod tests {
     #[test]
     fn auto_and_named() {
         assert_eq!(Backend::from("auto"), Backend::Auto);
-        assert_eq!(Backend::from("auto").resolve(), "cpu");
+        assert_eq!(Backend::from("auto").resolve(), "auto");
         assert_eq!(
             Backend::from("ort-cpu"),
             Backend::Named("ort-cpu".to_string())

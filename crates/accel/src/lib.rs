@@ -8,12 +8,17 @@
 //! The task APIs take images and give answers: [`MeterReader`] reads a meter's digits,
 //! [`DefectInspector`] finds defects on a plate.
 
+mod auto;
 mod backend;
 mod registry;
 mod session;
 pub mod tasks;
 
 pub use accel_core::{CompileOptions, DType, Error, Precision, Result, Tensor, TensorView};
+pub use accel_planner::{
+    CacheStatus, Candidate, CandidateReport, Objective, Plan, PlanCache, PlanConfig, Status,
+};
+pub use auto::{candidates_of, default_candidates};
 pub use backend::Backend;
 pub use registry::{BackendEntry, available_backend, probe_backends};
 pub use session::{Session, SessionBuilder};

@@ -120,8 +120,10 @@ fn check_inspection(i: &Inspection, w: u32, h: u32, threshold_pct: f32) {
 
 #[test]
 fn defect_inspector_shapes_and_invariants() {
+    // `auto` plans on first use (every backend of this machine against the cpu reference)
+    // and then names the winner.
     let inspector = DefectInspector::new("auto").unwrap().threads(2);
-    assert_eq!(inspector.backend(), "cpu");
+    assert_eq!(inspector.backend(), "auto");
     let imgs = [
         synthetic(128, 128, 5),
         synthetic(300, 200, 6),
@@ -132,6 +134,13 @@ fn defect_inspector_shapes_and_invariants() {
     let mut sources: Vec<ImageSource> = imgs.iter().map(ImageSource::Rgb).collect();
     sources.insert(1, ImageSource::Bytes(&garbage));
     let results = inspector.inspect(&sources).unwrap();
+    let chosen = inspector.backend();
+    assert!(
+        accel::probe_backends()
+            .iter()
+            .any(|e| e.id == chosen && e.backend.is_ok()),
+        "auto chose '{chosen}'"
+    );
     assert_eq!(results.len(), 5);
     assert!(
         matches!(results[1], Err(Error::Image { .. })),

@@ -2,10 +2,9 @@
 
 use crate::{print_json, resolve_model, system, table};
 use accel::{Error, Result, Session, Tensor, TensorView};
-use accel_core::ir::Dim;
-use accel_core::{CompileOptions, DType, Graph, Precision, passes};
+use accel_core::{CompileOptions, Graph, Precision, passes};
+use accel_planner::inputs::{max_abs_diff, random_inputs};
 use accel_planner::measure::measure;
-use rand::RngExt;
 use serde::Serialize;
 
 #[derive(clap::Args)]
@@ -90,65 +89,6 @@ pub struct NodeTimeRow {
 pub struct ModelReport {
     model: String,
     results: Vec<BenchResult>,
-}
-
-/// A random input for every graph input, the batch dimension set to `batch`.
-fn random_inputs(graph: &Graph, batch: usize) -> Result<Vec<Tensor>> {
-    let mut rng = rand::rng();
-    graph
-        .inputs
-        .iter()
-        .map(|vi| {
-            let dims = vi.shape.as_ref().ok_or_else(|| {
-                Error::Other(format!("input '{}' has no declared shape", vi.name))
-            })?;
-            let shape: Vec<usize> = dims
-                .iter()
-                .enumerate()
-                .map(|(i, d)| match d {
-                    Dim::Known(n) if i == 0 && *n != batch => Err(Error::Other(format!(
-                        "input '{}' has a fixed batch of {n}; use --batch {n}",
-                        vi.name
-                    ))),
-                    Dim::Known(n) => Ok(*n),
-                    Dim::Sym(_) if i == 0 => Ok(batch),
-                    Dim::Sym(s) => Err(Error::Other(format!(
-                        "input '{}' has a free dimension '{s}' besides the batch",
-                        vi.name
-                    ))),
-                })
-                .collect::<Result<_>>()?;
-            let n: usize = shape.iter().product();
-            match vi.dtype {
-                DType::F32 => Tensor::from_vec(
-                    shape,
-                    (0..n).map(|_| rng.random::<f32>()).collect::<Vec<_>>(),
-                ),
-                other => Err(Error::Other(format!(
-                    "bench makes random inputs for f32 only; input '{}' is {other}",
-                    vi.name
-                ))),
-            }
-        })
-        .collect()
-}
-
-fn max_abs_diff(a: &[Tensor], b: &[Tensor]) -> Option<f64> {
-    let mut m = 0.0f64;
-    for (x, y) in a.iter().zip(b) {
-        let (xv, yv) = (x.to_f32_vec().ok()?, y.to_f32_vec().ok()?);
-        if xv.len() != yv.len() {
-            return None;
-        }
-        for (p, q) in xv.iter().zip(&yv) {
-            let d = (*p as f64 - *q as f64).abs();
-            if d.is_nan() {
-                return Some(f64::NAN);
-            }
-            m = m.max(d);
-        }
-    }
-    Some(m)
 }
 
 /// A backend compiled, checked against the reference and warmed up, waiting for its rounds.

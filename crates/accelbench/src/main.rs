@@ -5,6 +5,7 @@ mod devices;
 mod infer;
 mod inspect;
 mod labels;
+mod plan;
 mod read;
 mod system;
 mod table;
@@ -31,6 +32,9 @@ enum Command {
     Infer(infer::Args),
     /// Measure init time, latency percentiles, throughput and memory per backend.
     Bench(bench::Args),
+    /// What `auto` runs a model on here: every candidate checked against the cpu
+    /// reference and timed, the winner, and why each other lost (cached on disk).
+    Plan(plan::Args),
     /// Read meter digits from images (CRNN + greedy CTC); exits 1 if any image failed.
     Read(read::Args),
     /// Find defects on plate images (U-Net mask, area, regions); exits 1 if any image failed.
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
         Command::Devices(a) => devices::run(a).map(|()| ExitCode::SUCCESS),
         Command::Infer(a) => infer::run(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Plan(a) => plan::run(a).map(|()| ExitCode::SUCCESS),
         Command::Read(a) => read::run(a),
         Command::Inspect(a) => inspect::run(a),
     };

@@ -113,7 +113,7 @@ pub fn run(mut a: Args) -> Result<ExitCode> {
     }
     if a.json {
         let tally = labels.is_some().then_some((labelled, matched));
-        print_json(&labels::json_doc(&model, reader.backend(), rows, tally))?;
+        print_json(&labels::json_doc(&model, &reader.backend(), rows, tally))?;
     } else if !cells.is_empty() {
         let header: &[&str] = if labels.is_some() {
             &[

@@ -35,6 +35,70 @@ fn devices_json_lists_cpu_and_explains_the_rest() {
     assert!(rows.iter().any(|r| r["backend"] == "ort-cuda"));
 }
 
+/// `plan --json`: the contract's fields, every candidate with its numbers or its reason, a
+/// second call served from the cache, and a corrupt cache file ignored with a warning on
+/// stderr (stdout stays one JSON document).
+#[test]
+fn plan_json_names_a_winner_and_a_second_call_hits_the_cache() {
+    let dir = tmp("plan-cache");
+    let _ = std::fs::remove_dir_all(dir.join("plans"));
+    let plan = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_accelbench"))
+            .args([
+                "plan",
+                "--model",
+                "crnn",
+                "--backend",
+                "cpu",
+                "--budget-ms",
+                "200",
+            ])
+            .args(["--json"])
+            .env("ACCEL_CACHE_DIR", &dir)
+            .output()
+            .expect("accelbench runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+        (v, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (first, _) = plan();
+    assert_eq!(first["winner"], "cpu");
+    assert_eq!(first["objective"], "latency");
+    assert_eq!(first["cache"], "miss");
+    let candidates = first["candidates"].as_array().unwrap();
+    assert!(!candidates.is_empty());
+    for c in candidates {
+        assert_eq!(c["backend"], "cpu");
+        assert_eq!(c["status"], "ok", "{c}");
+        assert!(c["p50_ms"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(c["runs"].as_u64().unwrap() >= 1, "{c}");
+    }
+    let (second, _) = plan();
+    assert_eq!(second["cache"], "hit");
+    assert_eq!(second["candidates"], first["candidates"]);
+    assert!(second["elapsed_ms"].as_f64().is_some());
+
+    let files: Vec<_> = std::fs::read_dir(dir.join("plans"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::write(&files[0], "{\"key\": 1").unwrap();
+    let (third, stderr) = plan();
+    assert_eq!(third["cache"], "miss");
+    assert!(
+        stderr.contains("warning: ignoring the plan cache file"),
+        "{stderr}"
+    );
+    let (fourth, _) = plan();
+    assert_eq!(fourth["cache"], "hit");
+}
+
 #[test]
 fn bad_model_exits_nonzero_with_one_line() {
     let dir = tmp("bad");

@@ -333,8 +333,8 @@ impl DefectInspector {
         self
     }
 
-    /// The backend id the model runs on (what `auto` resolved to).
-    pub fn backend(&self) -> &str {
+    /// The backend id the model runs on (under `auto`, the plan's choice once it has run).
+    pub fn backend(&self) -> String {
         self.model.backend()
     }
 

@@ -97,7 +97,9 @@ impl TaskModel {
         }
         let to_u32 = |v: usize| u32::try_from(v).map_err(|_| model_err(path, "input too large"));
         let backend = backend.resolve().to_string();
-        crate::available_backend(&backend)?;
+        if backend != "auto" {
+            crate::available_backend(&backend)?;
+        }
         Ok(TaskModel {
             path: path.to_path_buf(),
             width: to_u32(width)?,
@@ -115,8 +117,12 @@ impl TaskModel {
         self.session = OnceLock::new();
     }
 
-    pub(crate) fn backend(&self) -> &str {
-        &self.backend
+    /// The backend runs go to: under `auto`, the plan's choice once the model has run
+    /// ("auto" before).
+    pub(crate) fn backend(&self) -> String {
+        self.session
+            .get()
+            .map_or_else(|| self.backend.clone(), Session::backend)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -130,6 +136,9 @@ impl TaskModel {
         let mut builder = Session::builder().backend(&self.backend);
         if let Some(t) = self.threads {
             builder = builder.threads(t);
+        }
+        if self.backend == "auto" {
+            builder = builder.model_hash(accel_planner::sha256_file(&self.path)?);
         }
         let s = builder.compile(self.graph.clone())?;
         // Two threads racing here both compile; one result is kept.
