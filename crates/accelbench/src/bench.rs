@@ -5,6 +5,7 @@ use accel::{Error, Result, Session, Tensor, TensorView};
 use accel_core::{CompileOptions, Graph, Precision, passes};
 use accel_planner::inputs::{max_abs_diff, random_inputs};
 use accel_planner::measure::measure;
+use accel_planner::{Objective, PlanConfig};
 use serde::Serialize;
 
 #[derive(clap::Args)]
@@ -12,7 +13,8 @@ pub struct Args {
     /// ONNX file or shipped model name (crnn, unet); repeat for several. Default: both shipped models.
     #[arg(long = "model")]
     models: Vec<String>,
-    /// Backend id; repeat for several. Default: cpu.
+    /// Backend id, or auto (the planner's choice, as a session gets it: planned or served
+    /// from the plan cache at init); repeat for several. Default: cpu.
     #[arg(long = "backend")]
     backends: Vec<String>,
     #[arg(long, default_value_t = 1)]
@@ -111,6 +113,7 @@ enum Slot {
 fn prepare(
     a: &Args,
     graph: &Graph,
+    model_sha256: &str,
     id: &str,
     inputs: &[Tensor],
     reference: Option<&[Tensor]>,
@@ -131,10 +134,15 @@ fn prepare(
         });
         r
     };
-    let backend = match accel::available_backend(id) {
-        Ok(b) => b,
-        Err(e) => return Slot::Done(fail(r, "unavailable", e)),
-    };
+    // `auto` is a session like the app gets: planned (or the cached plan) at compile, its
+    // threads and precision the plan's.
+    let auto = id == "auto";
+    if !auto {
+        match accel::available_backend(id) {
+            Ok(b) => r.device = b.device().name,
+            Err(e) => return Slot::Done(fail(r, "unavailable", e)),
+        }
+    }
     let precision = if a.precision == "f16" {
         if id != "cpu" && !id.starts_with("wgpu") {
             r.status = "unsupported".into();
@@ -145,20 +153,42 @@ fn prepare(
     } else {
         Precision::F32
     };
-    r.device = backend.device().name;
     system::reset_peak_rss();
     let rss0 = system::rss_mb();
     let t0 = std::time::Instant::now();
-    let builder = Session::builder().backend(id).options(CompileOptions {
+    let mut builder = Session::builder().backend(id).options(CompileOptions {
         threads: a.threads,
         precision,
         profile: a.profile,
     });
+    if auto {
+        builder = builder
+            .model_hash(model_sha256.to_string())
+            .plan_config(PlanConfig {
+                objective: if a.batch > 1 {
+                    Objective::Throughput
+                } else {
+                    Objective::Latency
+                },
+                batch: a.batch,
+                ..PlanConfig::default()
+            });
+    }
     let session = match builder.compile(graph.clone()) {
         Ok(s) => s,
         Err(e) => return Slot::Done(fail(r, "error", e)),
     };
     r.init_ms = Some(t0.elapsed().as_secs_f64() * 1e3);
+    if let Some(plan) = session.plan() {
+        let w = plan.winner_index.map(|i| &plan.candidates[i]);
+        r.device = format!(
+            "{} ({})",
+            session.backend(),
+            w.map_or("", |w| w.device.as_str())
+        );
+        r.threads = w.and_then(|w| w.threads);
+        r.precision = w.map_or(r.precision.clone(), |w| w.precision.clone());
+    }
     let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
     let first = match session.run(&views) {
         Ok(o) => o,
@@ -248,13 +278,14 @@ fn finish(a: &Args, p: Prepared, rounds: usize) -> BenchResult {
 fn bench_model(
     a: &Args,
     graph: &Graph,
+    model_sha256: &str,
     inputs: &[Tensor],
     reference: Option<&[Tensor]>,
 ) -> Vec<BenchResult> {
     let mut slots: Vec<Slot> = a
         .backends
         .iter()
-        .map(|id| prepare(a, graph, id, inputs, reference))
+        .map(|id| prepare(a, graph, model_sha256, id, inputs, reference))
         .collect();
     let measured = slots.iter().filter(|s| matches!(s, Slot::Ready(_))).count();
     let iters = a.iters.max(1);
@@ -334,7 +365,8 @@ pub fn run(mut a: Args) -> Result<()> {
             .compile(graph.clone())
             .and_then(|s| s.run(&inputs.iter().map(|t| t.view()).collect::<Vec<_>>()))
             .ok();
-        let results = bench_model(&a, &graph, &inputs, reference.as_deref());
+        let sha = accel_planner::sha256_file(&path)?;
+        let results = bench_model(&a, &graph, &sha, &inputs, reference.as_deref());
         reports.push(ModelReport {
             model: path.display().to_string(),
             results,
