@@ -10,4 +10,6 @@ pub mod measure;
 pub mod plan;
 
 pub use cache::{CacheStatus, Lookup, PlanCache, PlanKey, Planned, plan_cached, sha256_file};
-pub use plan::{Candidate, CandidateReport, Objective, Plan, PlanConfig, Status, plan, tolerance};
+pub use plan::{
+    Candidate, CandidateReport, Objective, Plan, PlanConfig, Status, plan, tolerance, verify,
+};

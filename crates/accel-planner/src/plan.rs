@@ -220,57 +220,7 @@ pub fn plan(
     let start = Instant::now();
     let inputs = random_inputs(graph, config.batch.max(1))?;
     let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
-    let want = reference
-        .compile(graph, &CompileOptions::default())
-        .and_then(|exe| exe.run(&views))
-        .map_err(|e| {
-            Error::Other(format!(
-                "the reference backend {} cannot run this model: {e}",
-                reference.id()
-            ))
-        })?;
-    let scale = max_abs(&want).max(1.0);
-    let mut reports = Vec::with_capacity(candidates.len());
-    let mut timed: Vec<Timed> = Vec::new();
-    for (i, c) in candidates.iter().enumerate() {
-        let mut r = CandidateReport {
-            backend: c.id().to_string(),
-            device: c.backend.device().name,
-            threads: c.options.threads,
-            precision: c.options.precision.to_string(),
-            status: Status::Ok,
-            reason: None,
-            init_ms: None,
-            p50_ms: None,
-            p90_ms: None,
-            p99_ms: None,
-            mean_ms: None,
-            throughput_ips: None,
-            runs: 0,
-            cut_short: false,
-            max_abs_diff: None,
-            tolerance: tolerance(c.options.precision) * scale,
-            memory_mb: None,
-        };
-        if let Some(why) = &c.skip {
-            r.status = Status::Skipped;
-            r.reason = Some(why.clone());
-            reports.push(r);
-            continue;
-        }
-        match check(c, graph, &views, &want, config, &mut r) {
-            Ok((exe, check_ms)) => timed.push(Timed::new(i, exe, check_ms)),
-            Err(Verdict::Rejected(reason)) => {
-                r.status = Status::Rejected;
-                r.reason = Some(reason);
-            }
-            Err(Verdict::Failed(e)) => {
-                r.status = Status::Failed;
-                r.reason = Some(e.to_string());
-            }
-        }
-        reports.push(r);
-    }
+    let (mut reports, mut timed) = check_all(graph, reference, candidates, &views, config, None)?;
     take_turns(&mut timed, &views, config.budget);
     for t in timed {
         let r = &mut reports[t.index];
@@ -304,6 +254,89 @@ pub fn plan(
     }
     plan.planning_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(plan)
+}
+
+/// Every candidate compiled and run once on a fresh random input at `batch` against the
+/// reference, not timed: what `accelbench verify` reports. `tolerance` replaces the
+/// per-precision ones (it is absolute then).
+pub fn verify(
+    graph: &Graph,
+    reference: &dyn Backend,
+    candidates: &[Candidate],
+    batch: usize,
+    tolerance: Option<f64>,
+) -> Result<Vec<CandidateReport>> {
+    let inputs = random_inputs(graph, batch.max(1))?;
+    let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
+    let config = PlanConfig {
+        batch,
+        ..PlanConfig::default()
+    };
+    Ok(check_all(graph, reference, candidates, &views, &config, tolerance)?.0)
+}
+
+/// The reference's outputs, then each candidate's check: its report, and the executables
+/// of those that passed, to be timed.
+fn check_all(
+    graph: &Graph,
+    reference: &dyn Backend,
+    candidates: &[Candidate],
+    views: &[TensorView],
+    config: &PlanConfig,
+    tolerance_override: Option<f64>,
+) -> Result<(Vec<CandidateReport>, Vec<Timed>)> {
+    let want = reference
+        .compile(graph, &CompileOptions::default())
+        .and_then(|exe| exe.run(views))
+        .map_err(|e| {
+            Error::Other(format!(
+                "the reference backend {} cannot run this model: {e}",
+                reference.id()
+            ))
+        })?;
+    let scale = max_abs(&want).max(1.0);
+    let mut reports = Vec::with_capacity(candidates.len());
+    let mut timed: Vec<Timed> = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        let mut r = CandidateReport {
+            backend: c.id().to_string(),
+            device: c.backend.device().name,
+            threads: c.options.threads,
+            precision: c.options.precision.to_string(),
+            status: Status::Ok,
+            reason: None,
+            init_ms: None,
+            p50_ms: None,
+            p90_ms: None,
+            p99_ms: None,
+            mean_ms: None,
+            throughput_ips: None,
+            runs: 0,
+            cut_short: false,
+            max_abs_diff: None,
+            tolerance: tolerance_override.unwrap_or(tolerance(c.options.precision) * scale),
+            memory_mb: None,
+        };
+        if let Some(why) = &c.skip {
+            r.status = Status::Skipped;
+            r.reason = Some(why.clone());
+            reports.push(r);
+            continue;
+        }
+        match check(c, graph, views, &want, config, &mut r) {
+            Ok((exe, check_ms)) => timed.push(Timed::new(i, exe, check_ms)),
+            Err(Verdict::Rejected(reason)) => {
+                r.status = Status::Rejected;
+                r.reason = Some(reason);
+            }
+            Err(Verdict::Failed(e)) => {
+                r.status = Status::Failed;
+                r.reason = Some(e.to_string());
+            }
+        }
+        reports.push(r);
+    }
+    Ok((reports, timed))
 }
 
 enum Verdict {

@@ -9,6 +9,7 @@ mod plan;
 mod read;
 mod system;
 mod table;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
     /// What `auto` runs a model on here: every candidate checked against the cpu
     /// reference and timed, the winner, and why each other lost (cached on disk).
     Plan(plan::Args),
+    /// Run every backend once against the cpu reference; exits 1 if any disagrees or fails.
+    Verify(verify::Args),
     /// Read meter digits from images (CRNN + greedy CTC); exits 1 if any image failed.
     Read(read::Args),
     /// Find defects on plate images (U-Net mask, area, regions); exits 1 if any image failed.
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Infer(a) => infer::run(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
         Command::Plan(a) => plan::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Verify(a) => verify::run(a),
         Command::Read(a) => read::run(a),
         Command::Inspect(a) => inspect::run(a),
     };

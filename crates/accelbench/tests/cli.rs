@@ -99,6 +99,52 @@ fn plan_json_names_a_winner_and_a_second_call_hits_the_cache() {
     assert_eq!(fourth["cache"], "hit");
 }
 
+/// `verify`: exit 0 when every backend agrees, 1 (and the offender named with its measured
+/// difference) when one does not.
+#[test]
+fn verify_exits_1_when_a_backend_disagrees() {
+    let out = accelbench(&["verify", "--model", "crnn", "--backend", "cpu", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["passed"], true);
+    assert_eq!(v["results"][0]["max_abs_diff"], 0.0);
+    let ort = accel::available_backend("ort-cpu");
+    if !require(
+        ort.is_ok(),
+        "verify against ort-cpu",
+        "no ONNX Runtime library",
+    ) {
+        return;
+    }
+    // ONNX Runtime sums in another order: not bit-identical, so a zero tolerance rejects it.
+    let out = accelbench(&[
+        "verify",
+        "--model",
+        "crnn",
+        "--backend",
+        "ort-cpu",
+        "--tolerance",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(v["passed"], false);
+    for r in v["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "rejected", "{r}");
+        let d = r["max_abs_diff"].as_f64().unwrap();
+        assert!(d > 0.0 && d < 1e-4, "{r}");
+        assert!(
+            r["reason"].as_str().unwrap().contains(&format!("{d:.2e}")),
+            "{r}"
+        );
+    }
+}
+
 #[test]
 fn bad_model_exits_nonzero_with_one_line() {
     let dir = tmp("bad");
