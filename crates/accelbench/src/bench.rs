@@ -12,72 +12,79 @@ use serde::Serialize;
 pub struct Args {
     /// ONNX file or shipped model name (crnn, unet); repeat for several. Default: both shipped models.
     #[arg(long = "model")]
-    models: Vec<String>,
+    pub(crate) models: Vec<String>,
     /// Backend id, or auto (the planner's choice, as a session gets it: planned or served
     /// from the plan cache at init); repeat for several. Default: cpu.
     #[arg(long = "backend")]
-    backends: Vec<String>,
+    pub(crate) backends: Vec<String>,
     #[arg(long, default_value_t = 1)]
-    batch: usize,
+    pub(crate) batch: usize,
     #[arg(long)]
-    threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     #[arg(long, default_value_t = 5)]
-    warmup: usize,
+    pub(crate) warmup: usize,
     #[arg(long, default_value_t = 50)]
-    iters: usize,
+    pub(crate) iters: usize,
     /// Timed runs are split into this many rounds, the backends taking turns round by round,
     /// so that a shared machine's slow spells fall on every backend alike. Default: 10 when
     /// several backends are measured, else 1.
     #[arg(long)]
-    rounds: Option<usize>,
+    pub(crate) rounds: Option<usize>,
     /// Backend whose outputs define max_abs_diff (always run in f32).
     #[arg(long, default_value = "cpu")]
-    reference: String,
+    pub(crate) reference: String,
     /// Precision: f32, or f16 (the cpu backend keeps its packed weights as f16; wgpu stores
     /// weights and activations as f16 and computes in f32, where the adapter has
     /// SHADER_F16; other backends report it unsupported).
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
-    precision: String,
+    pub(crate) precision: String,
     /// Time every kernel (GPU backends with timestamp queries; a compute pass per kernel)
     /// and list each backend's slowest nodes after the table.
     #[arg(long)]
-    profile: bool,
+    pub(crate) profile: bool,
+    /// Stop a backend's timed runs once they took this many seconds (after one at least);
+    /// its row says how many ran. Default: no limit.
     #[arg(long)]
-    json: bool,
+    pub(crate) budget_s: Option<f64>,
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Serialize, Default)]
 pub struct BenchResult {
-    backend: String,
-    device: String,
-    batch: usize,
-    threads: Option<usize>,
-    precision: String,
-    status: String,
+    pub(crate) backend: String,
+    pub(crate) device: String,
+    pub(crate) batch: usize,
+    pub(crate) threads: Option<usize>,
+    pub(crate) precision: String,
+    pub(crate) status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    init_ms: Option<f64>,
-    p50_ms: Option<f64>,
-    p90_ms: Option<f64>,
-    p99_ms: Option<f64>,
-    throughput_ips: Option<f64>,
-    peak_mem_mb: Option<f64>,
+    pub(crate) reason: Option<String>,
+    pub(crate) init_ms: Option<f64>,
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p90_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
+    pub(crate) throughput_ips: Option<f64>,
+    pub(crate) peak_mem_mb: Option<f64>,
     /// Backend-reported bytes: packed weights, the planned activation arena, kernel scratch.
-    weights_mb: Option<f64>,
-    arena_mb: Option<f64>,
-    scratch_mb: Option<f64>,
-    energy_mj: Option<f64>,
-    max_abs_diff: Option<f64>,
+    pub(crate) weights_mb: Option<f64>,
+    pub(crate) arena_mb: Option<f64>,
+    pub(crate) scratch_mb: Option<f64>,
+    pub(crate) energy_mj: Option<f64>,
+    pub(crate) max_abs_diff: Option<f64>,
     /// Median device time of the timed runs' kernels (GPU timestamp queries), beside the
     /// wall-clock p50.
-    kernel_p50_ms: Option<f64>,
+    pub(crate) kernel_p50_ms: Option<f64>,
     /// With --profile: the last run's kernel time per node, slowest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    kernels: Vec<NodeTimeRow>,
+    pub(crate) kernels: Vec<NodeTimeRow>,
     /// p50 over the reference backend's p50, when the reference was measured too.
-    ratio_to_reference: Option<f64>,
-    iters: usize,
-    rounds: usize,
+    pub(crate) ratio_to_reference: Option<f64>,
+    pub(crate) iters: usize,
+    pub(crate) rounds: usize,
+    /// The timed runs, for `compare --plot`.
+    #[serde(skip)]
+    pub(crate) samples_ms: Vec<f64>,
 }
 
 #[derive(Serialize, Clone)]
@@ -89,13 +96,15 @@ pub struct NodeTimeRow {
 
 #[derive(Serialize)]
 pub struct ModelReport {
-    model: String,
-    results: Vec<BenchResult>,
+    pub(crate) model: String,
+    pub(crate) results: Vec<BenchResult>,
 }
 
 /// A backend compiled, checked against the reference and warmed up, waiting for its rounds.
 struct Prepared {
     result: BenchResult,
+    /// Seconds of timed runs so far.
+    spent_s: f64,
     session: Session,
     samples_ms: Vec<f64>,
     kernel_ms: Vec<f64>,
@@ -195,7 +204,14 @@ fn prepare(
         Err(e) => return Slot::Done(fail(r, "error", e)),
     };
     r.max_abs_diff = reference.map_or(Some(0.0), |re| max_abs_diff(&first, re));
+    // Warm-up within the time budget too: one slow run is warm-up enough.
+    let warm = std::time::Instant::now();
     for _ in 0..a.warmup {
+        if a.budget_s
+            .is_some_and(|b| warm.elapsed().as_secs_f64() >= b)
+        {
+            break;
+        }
         if let Err(e) = session.run(&views) {
             return Slot::Done(fail(r, "error", e));
         }
@@ -208,6 +224,7 @@ fn prepare(
     Slot::Ready(Prepared {
         result: r,
         session,
+        spent_s: 0.0,
         samples_ms: Vec::with_capacity(a.iters),
         kernel_ms: Vec::new(),
         energy_uj: Some(0),
@@ -215,11 +232,17 @@ fn prepare(
 }
 
 /// One round's share of timed runs for `p`, its energy added to the backend's count.
-fn time_round(p: &mut Prepared, inputs: &[Tensor], runs: usize) -> Result<()> {
+fn time_round(
+    p: &mut Prepared,
+    inputs: &[Tensor],
+    runs: usize,
+    budget_s: Option<f64>,
+) -> Result<()> {
     let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
     let e0 = system::energy_uj();
     let (session, kernel_ms) = (&p.session, &mut p.kernel_ms);
-    let (stats, _) = measure(0, runs, None, || {
+    let left = budget_s.map(|b| std::time::Duration::from_secs_f64((b - p.spent_s).max(0.0)));
+    let (stats, _) = measure(0, runs, left, || {
         session.run(&views)?;
         if let Some(k) = session.last_kernel_profile() {
             kernel_ms.push(k.total_ms);
@@ -231,6 +254,7 @@ fn time_round(p: &mut Prepared, inputs: &[Tensor], runs: usize) -> Result<()> {
         (Some(sum), Some(x), Some(y)) if y >= x => Some(sum + (y - x)),
         _ => None,
     };
+    p.spent_s += stats.samples_ms.iter().sum::<f64>() / 1e3;
     p.samples_ms.extend(stats.samples_ms);
     Ok(())
 }
@@ -239,6 +263,7 @@ fn time_round(p: &mut Prepared, inputs: &[Tensor], runs: usize) -> Result<()> {
 fn finish(a: &Args, p: Prepared, rounds: usize) -> BenchResult {
     let mut r = p.result;
     let stats = accel_planner::measure::LatencyStats::from_samples(p.samples_ms);
+    r.samples_ms = stats.samples_ms.clone();
     r.iters = stats.samples_ms.len();
     r.rounds = rounds;
     r.status = "ok".into();
@@ -298,6 +323,9 @@ fn bench_model(
         let runs = iters * (round + 1) / rounds - iters * round / rounds;
         for slot in slots.iter_mut() {
             let Slot::Ready(p) = slot else { continue };
+            if a.budget_s.is_some_and(|b| p.spent_s >= b) {
+                continue;
+            }
             if measured > 1 {
                 // Another runtime's pool may still spin after its turn (ONNX Runtime's does
                 // by default); let it fall asleep, then warm this backend up again.
@@ -308,7 +336,7 @@ fn bench_model(
                     continue;
                 }
             }
-            if let Err(e) = time_round(p, inputs, runs) {
+            if let Err(e) = time_round(p, inputs, runs, a.budget_s) {
                 *slot = Slot::Done(failed(p, e));
             }
         }
@@ -354,6 +382,20 @@ pub fn run(mut a: Args) -> Result<()> {
     if a.batch == 0 {
         return Err(Error::Other("--batch must be at least 1".into()));
     }
+    let reports = measure_models(&a)?;
+    if a.json {
+        return if reports.len() == 1 {
+            print_json(&reports[0])
+        } else {
+            print_json(&reports)
+        };
+    }
+    print_reports(&a, &reports);
+    Ok(())
+}
+
+/// Every model of `a` on every backend of `a`.
+pub(crate) fn measure_models(a: &Args) -> Result<Vec<ModelReport>> {
     let mut reports = Vec::new();
     for m in &a.models {
         let path = resolve_model(m)?;
@@ -366,22 +408,20 @@ pub fn run(mut a: Args) -> Result<()> {
             .and_then(|s| s.run(&inputs.iter().map(|t| t.view()).collect::<Vec<_>>()))
             .ok();
         let sha = accel_planner::sha256_file(&path)?;
-        let results = bench_model(&a, &graph, &sha, &inputs, reference.as_deref());
+        let results = bench_model(a, &graph, &sha, &inputs, reference.as_deref());
         reports.push(ModelReport {
             model: path.display().to_string(),
             results,
         });
     }
-    if a.json {
-        return if reports.len() == 1 {
-            print_json(&reports[0])
-        } else {
-            print_json(&reports)
-        };
-    }
+    Ok(reports)
+}
+
+/// The table people read, and what its columns and failures mean.
+pub(crate) fn print_reports(a: &Args, reports: &[ModelReport]) {
     let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or("-".to_string(), f);
     let mut rows = Vec::new();
-    for rep in &reports {
+    for rep in reports {
         let model = std::path::Path::new(&rep.model)
             .file_name()
             .map_or(rep.model.clone(), |f| f.to_string_lossy().into_owned());
@@ -488,9 +528,8 @@ pub fn run(mut a: Args) -> Result<()> {
         println!("kernel ms: median device time of a run's kernels (GPU timestamp queries)");
     }
     if a.profile {
-        print_profiles(&reports);
+        print_profiles(reports);
     }
-    Ok(())
 }
 
 /// --profile: each measured backend's slowest nodes in its last run, or why there are none.

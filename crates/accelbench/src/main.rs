@@ -1,11 +1,13 @@
 //! accelbench: see every backend of this machine side by side.
 
 mod bench;
+mod compare;
 mod devices;
 mod infer;
 mod inspect;
 mod labels;
 mod plan;
+mod plot;
 mod read;
 mod system;
 mod table;
@@ -35,6 +37,9 @@ enum Command {
     Bench(bench::Args),
     /// What `auto` runs a model on here: every candidate checked against the cpu
     /// reference and timed, the winner, and why each other lost (cached on disk).
+    /// The main job: shipped models, auto and every available backend, batch 1 and 8, as a
+    /// table, --json, --csv or an SVG figure (--plot).
+    Compare(compare::Args),
     Plan(plan::Args),
     /// Run every backend once against the cpu reference; exits 1 if any disagrees or fails.
     Verify(verify::Args),
@@ -50,6 +55,7 @@ fn main() -> ExitCode {
         Command::Devices(a) => devices::run(a).map(|()| ExitCode::SUCCESS),
         Command::Infer(a) => infer::run(a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => bench::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Compare(a) => compare::run(a).map(|()| ExitCode::SUCCESS),
         Command::Plan(a) => plan::run(a).map(|()| ExitCode::SUCCESS),
         Command::Verify(a) => verify::run(a),
         Command::Read(a) => read::run(a),

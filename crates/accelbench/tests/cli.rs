@@ -145,6 +145,73 @@ fn verify_exits_1_when_a_backend_disagrees() {
     }
 }
 
+/// `compare`: one row per model, batch and backend in JSON and CSV, and an SVG figure with
+/// a band per model and batch.
+#[test]
+fn compare_writes_json_csv_and_a_plot() {
+    let dir = tmp("compare");
+    let svg = dir.join("compare.svg");
+    let base = [
+        "compare",
+        "--model",
+        "crnn",
+        "--batch",
+        "1,2",
+        "--backend",
+        "cpu",
+        "--iters",
+        "3",
+        "--warmup",
+        "1",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--json", "--plot", svg.to_str().unwrap()]);
+    let out = accelbench(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{v}");
+    for (r, batch) in rows.iter().zip([1, 2]) {
+        assert_eq!(r["model"], "crnn.onnx");
+        assert_eq!(r["backend"], "cpu");
+        assert_eq!(r["batch"], batch);
+        assert_eq!(r["status"], "ok", "{r}");
+        assert_eq!(r["iters"], 3);
+        assert!(r["p50_ms"].as_f64().unwrap() > 0.0);
+    }
+    let figure = std::fs::read_to_string(&svg).expect("the plot is written");
+    assert!(
+        figure.starts_with("<svg"),
+        "{}",
+        &figure[..figure.len().min(80)]
+    );
+    for band in ["crnn.onnx, batch 1", "crnn.onnx, batch 2"] {
+        assert!(figure.contains(&format!("{band}: latency")), "{band}");
+        assert!(figure.contains(&format!("{band}: images/s")), "{band}");
+    }
+    let mut args = base.to_vec();
+    args.push("--csv");
+    let out = accelbench(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(
+        lines[0].starts_with("model,backend,device,batch,"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1].starts_with("crnn.onnx,cpu,") && lines[2].starts_with("crnn.onnx,cpu,"));
+}
+
 #[test]
 fn bad_model_exits_nonzero_with_one_line() {
     let dir = tmp("bad");
