@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's main job: every backend of this machine, the shipped models measured on
-# each available one side by side, then the sample meters read and the sample plates inspected
+# each available one side by side (and on auto), then the sample meters read and the sample plates inspected
 # next to their labels. setup.sh installs the ONNX Runtime library the ort-*
 # backends load.
 set -euo pipefail
@@ -9,9 +9,9 @@ scripts/setup.sh
 cargo build --release --quiet -p accelbench
 ./target/release/accelbench devices
 echo
-# Backends that cannot run here are listed with the reason instead of failing the run.
-./target/release/accelbench bench --model crnn --model unet \
-    --backend cpu --backend ort-cpu --backend ort-openvino --backend ort-cuda --backend ort-tensorrt "$@"
+# Both shipped models on auto (the planner's choice) and every available backend, batch 1
+# and 8, side by side; backends that cannot run here are listed by devices with the reason.
+./target/release/accelbench compare --plot target/compare.svg "$@"
 echo
 # The task APIs on the shipped samples, each answer next to its label.
 ./target/release/accelbench read --labels models/samples/meters.json

@@ -96,7 +96,30 @@ impl std::fmt::Display for Objective {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// What the planner is doing, for a progress display.
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// Compiling and checking candidate `index` of `of`.
+    Checking {
+        index: usize,
+        of: usize,
+        label: String,
+    },
+    /// Timed runs: how much of the budget has gone.
+    Timing { spent: Duration, budget: Duration },
+}
+
+/// A progress callback (`PlanConfig::progress`).
+#[derive(Clone)]
+pub struct OnProgress(pub Arc<dyn Fn(&Progress) + Send + Sync>);
+
+impl std::fmt::Debug for OnProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnProgress")
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct PlanConfig {
     pub objective: Objective,
     /// The batch every candidate is checked and timed at.
@@ -108,6 +131,16 @@ pub struct PlanConfig {
     /// scratch as the backend reports them, else the process's resident growth over compile
     /// and first run) are rejected.
     pub memory_cap: Option<u64>,
+    /// Told what the planner is doing (not part of the plan or its key).
+    pub progress: Option<OnProgress>,
+}
+
+impl PlanConfig {
+    fn report(&self, p: Progress) {
+        if let Some(OnProgress(f)) = &self.progress {
+            f(&p);
+        }
+    }
 }
 
 impl Default for PlanConfig {
@@ -117,6 +150,7 @@ impl Default for PlanConfig {
             batch: 1,
             budget: Duration::from_millis(1500),
             memory_cap: None,
+            progress: None,
         }
     }
 }
@@ -221,7 +255,7 @@ pub fn plan(
     let inputs = random_inputs(graph, config.batch.max(1))?;
     let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
     let (mut reports, mut timed) = check_all(graph, reference, candidates, &views, config, None)?;
-    take_turns(&mut timed, &views, config.budget);
+    take_turns(&mut timed, &views, config);
     for t in timed {
         let r = &mut reports[t.index];
         if let Some(e) = t.failed {
@@ -298,6 +332,11 @@ fn check_all(
     let mut reports = Vec::with_capacity(candidates.len());
     let mut timed: Vec<Timed> = Vec::new();
     for (i, c) in candidates.iter().enumerate() {
+        config.report(Progress::Checking {
+            index: i,
+            of: candidates.len(),
+            label: c.label(),
+        });
         let mut r = CandidateReport {
             backend: c.id().to_string(),
             device: c.backend.device().name,
@@ -445,10 +484,11 @@ impl Timed {
 /// software GPU, say) keeps that run as its only sample, so it costs no more time. The
 /// others get one untimed run first: the check's run warmed caches, but some backends
 /// finish setting up on the second.
-fn take_turns(timed: &mut [Timed], inputs: &[TensorView], budget: Duration) {
+fn take_turns(timed: &mut [Timed], inputs: &[TensorView], config: &PlanConfig) {
     if timed.is_empty() {
         return;
     }
+    let budget = config.budget;
     let fair = budget / timed.len() as u32;
     for t in timed.iter_mut() {
         if t.check_ms > fair.as_secs_f64() * 1e3 {
@@ -490,6 +530,10 @@ fn take_turns(timed: &mut [Timed], inputs: &[TensorView], budget: Duration) {
             t.stable = is_stable(&t.samples);
             t.out_of_time = t.spent >= share;
         }
+        config.report(Progress::Timing {
+            spent: timed.iter().map(|t| t.spent).sum(),
+            budget,
+        });
     }
 }
 

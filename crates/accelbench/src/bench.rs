@@ -1,6 +1,6 @@
 //! `accelbench bench`: in-process measurement of every requested backend on one input.
 
-use crate::{print_json, resolve_model, system, table};
+use crate::{print_json, progress, resolve_model, system, table};
 use accel::{Error, Result, Session, Tensor, TensorView};
 use accel_core::{CompileOptions, Graph, Precision, passes};
 use accel_planner::inputs::{max_abs_diff, random_inputs};
@@ -85,6 +85,18 @@ pub struct BenchResult {
     /// The timed runs, for `compare --plot`.
     #[serde(skip)]
     pub(crate) samples_ms: Vec<f64>,
+}
+
+impl BenchResult {
+    /// The backend as people read it: `auto` with what its plan chose.
+    pub(crate) fn label(&self) -> String {
+        if self.backend == "auto" && self.status == "ok" {
+            let chosen = self.device.split_whitespace().next().unwrap_or("?");
+            format!("auto ({chosen})")
+        } else {
+            self.backend.clone()
+        }
+    }
 }
 
 #[derive(Serialize, Clone)]
@@ -306,11 +318,17 @@ fn bench_model(
     model_sha256: &str,
     inputs: &[Tensor],
     reference: Option<&[Tensor]>,
+    bar: &indicatif::ProgressBar,
 ) -> Vec<BenchResult> {
     let mut slots: Vec<Slot> = a
         .backends
         .iter()
-        .map(|id| prepare(a, graph, model_sha256, id, inputs, reference))
+        .map(|id| {
+            bar.set_message(format!("preparing {id}"));
+            let slot = prepare(a, graph, model_sha256, id, inputs, reference);
+            bar.inc(1);
+            slot
+        })
         .collect();
     let measured = slots.iter().filter(|s| matches!(s, Slot::Ready(_))).count();
     let iters = a.iters.max(1);
@@ -319,6 +337,7 @@ fn bench_model(
         .unwrap_or(if measured > 1 { 10 } else { 1 })
         .clamp(1, iters);
     for round in 0..rounds {
+        bar.set_message(format!("round {}/{rounds}", round + 1));
         // Runs of this round: the timed runs spread evenly over the rounds.
         let runs = iters * (round + 1) / rounds - iters * round / rounds;
         for slot in slots.iter_mut() {
@@ -397,6 +416,10 @@ pub fn run(mut a: Args) -> Result<()> {
 /// Every model of `a` on every backend of `a`.
 pub(crate) fn measure_models(a: &Args) -> Result<Vec<ModelReport>> {
     let mut reports = Vec::new();
+    let bar = progress::bar(
+        (a.models.len() * a.backends.len()) as u64,
+        &format!("bench, batch {}", a.batch),
+    );
     for m in &a.models {
         let path = resolve_model(m)?;
         let mut graph = accel_core::onnx::load_model(&path)?;
@@ -408,12 +431,13 @@ pub(crate) fn measure_models(a: &Args) -> Result<Vec<ModelReport>> {
             .and_then(|s| s.run(&inputs.iter().map(|t| t.view()).collect::<Vec<_>>()))
             .ok();
         let sha = accel_planner::sha256_file(&path)?;
-        let results = bench_model(a, &graph, &sha, &inputs, reference.as_deref());
+        let results = bench_model(a, &graph, &sha, &inputs, reference.as_deref(), &bar);
         reports.push(ModelReport {
             model: path.display().to_string(),
             results,
         });
     }
+    bar.finish_and_clear();
     Ok(reports)
 }
 
@@ -429,7 +453,7 @@ pub(crate) fn print_reports(a: &Args, reports: &[ModelReport]) {
             if r.status != "ok" {
                 let mut row = vec![
                     model.clone(),
-                    r.backend.clone(),
+                    r.label(),
                     r.status.clone(),
                     r.batch.to_string(),
                 ];
@@ -439,7 +463,7 @@ pub(crate) fn print_reports(a: &Args, reports: &[ModelReport]) {
             }
             rows.push(vec![
                 model.clone(),
-                r.backend.clone(),
+                r.label(),
                 r.status.clone(),
                 r.batch.to_string(),
                 opt(r.init_ms, table::ms),

@@ -8,6 +8,7 @@ mod inspect;
 mod labels;
 mod plan;
 mod plot;
+mod progress;
 mod read;
 mod system;
 mod table;

@@ -1,7 +1,7 @@
 //! `accelbench plan`: what `auto` would run a model on here, with every candidate's numbers
 //! or the reason it lost, served from the plan cache when nothing it depends on changed.
 
-use crate::{print_json, resolve_model, table};
+use crate::{print_json, progress, resolve_model, table};
 use accel::{CacheStatus, Objective, Plan, PlanCache, PlanConfig, Result};
 use accel_planner::{Status, plan_cached, sha256_file};
 use serde::Serialize;
@@ -62,6 +62,12 @@ pub fn run(a: Args) -> Result<()> {
         }),
         budget: Duration::from_millis(a.budget_ms),
         memory_cap: a.memory_cap_mb.map(|mb| (mb * 1e6) as u64),
+        progress: None,
+    };
+    let bar = progress::bar(1, "plan");
+    let config = PlanConfig {
+        progress: Some(progress::planning(&bar)),
+        ..config
     };
     let start = Instant::now();
     let graph = accel_core::load_optimized(&path)?;
@@ -85,6 +91,7 @@ pub fn run(a: Args) -> Result<()> {
         &config,
         cache.as_ref(),
     )?;
+    bar.finish_and_clear();
     let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
     for w in &planned.warnings {
         eprintln!("warning: {w}");

@@ -18,17 +18,6 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     accel_planner::measure::percentile(sorted, p)
 }
 
-/// "auto" names what the plan chose.
-fn label(r: &Row) -> String {
-    let b = &r.result.backend;
-    if b == "auto" {
-        let chosen = r.result.device.split_whitespace().next().unwrap_or("?");
-        format!("auto ({chosen})")
-    } else {
-        b.clone()
-    }
-}
-
 fn failed(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Other(format!("cannot draw {}: {e}", path.display()))
 }
@@ -97,7 +86,7 @@ fn row_label(labels: &[String], y: f64) -> String {
 }
 
 fn latency(area: &Area, title: &str, rows: &[&Row]) -> DrawResult {
-    let labels: Vec<String> = rows.iter().map(|r| label(r)).collect();
+    let labels: Vec<String> = rows.iter().map(|r| r.result.label()).collect();
     let sorted: Vec<Vec<f64>> = rows
         .iter()
         .map(|r| {
@@ -155,7 +144,7 @@ fn latency(area: &Area, title: &str, rows: &[&Row]) -> DrawResult {
 }
 
 fn throughput(area: &Area, title: &str, rows: &[&Row]) -> DrawResult {
-    let labels: Vec<String> = rows.iter().map(|r| label(r)).collect();
+    let labels: Vec<String> = rows.iter().map(|r| r.result.label()).collect();
     let values: Vec<f64> = rows
         .iter()
         .map(|r| r.result.throughput_ips.unwrap_or(0.0))
