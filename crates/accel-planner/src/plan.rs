@@ -168,6 +168,18 @@ pub enum Status {
     Skipped,
 }
 
+impl Status {
+    /// As the plan's JSON spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Rejected => "rejected",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
 /// One candidate's numbers, or why it lost.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CandidateReport {

@@ -133,12 +133,10 @@ fn print_table(r: &Report) {
                 },
                 c.threads.map_or("-".into(), |t| t.to_string()),
                 c.precision.clone(),
-                match c.status {
-                    Status::Ok if c.cut_short => "ok (cut short)".into(),
-                    Status::Ok => "ok".into(),
-                    Status::Rejected => "rejected".into(),
-                    Status::Failed => "failed".into(),
-                    Status::Skipped => "skipped".into(),
+                if c.status == Status::Ok && c.cut_short {
+                    "ok (cut short)".into()
+                } else {
+                    c.status.as_str().into()
                 },
                 opt(c.init_ms, table::ms),
                 opt(c.p50_ms, table::ms),

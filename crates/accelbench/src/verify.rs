@@ -3,7 +3,7 @@
 
 use crate::{print_json, resolve_model, table};
 use accel::Result;
-use accel_planner::{CandidateReport, Status};
+use accel_planner::CandidateReport;
 use serde::Serialize;
 use std::process::ExitCode;
 
@@ -53,13 +53,7 @@ fn row(c: CandidateReport) -> Row {
         backend: c.backend,
         threads: c.threads,
         precision: c.precision,
-        status: match c.status {
-            Status::Ok => "ok",
-            Status::Rejected => "rejected",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-        }
-        .into(),
+        status: c.status.as_str().into(),
         max_abs_diff: c.max_abs_diff,
         tolerance: Some(c.tolerance),
         reason: c.reason,
