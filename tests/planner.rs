@@ -202,6 +202,30 @@ fn every_candidate_is_reported_and_the_winner_is_the_fastest_that_passed() {
     }
 }
 
+/// A slow candidate (each run 0.4 s, more than its share of the budget) keeps its checked
+/// run as its only sample and is reported cut short, while the fast one still gets enough
+/// runs for a stable median.
+#[test]
+fn a_slow_candidate_does_not_starve_the_fast_ones() {
+    let (_, g) = crnn();
+    let slow = wrapped("slow", |out| {
+        std::thread::sleep(Duration::from_millis(400));
+        Ok(out)
+    });
+    let candidates = vec![Candidate::new(slow, CompileOptions::default()), cpu(1)];
+    let config = PlanConfig {
+        budget: Duration::from_millis(600),
+        ..PlanConfig::default()
+    };
+    let p = plan(&g, &CpuBackend::new(), &candidates, &config).unwrap();
+    let (slow, fast) = (&p.candidates[0], &p.candidates[1]);
+    assert_eq!(slow.status, Status::Ok);
+    assert_eq!(slow.runs, 1, "{slow:?}");
+    assert!(slow.cut_short);
+    assert!(fast.runs >= 9, "{fast:?}");
+    assert_eq!(p.winner_index, Some(1));
+}
+
 #[test]
 fn the_cache_key_changes_with_everything_a_plan_depends_on() {
     let (path, g) = crnn();

@@ -83,8 +83,10 @@ pub struct CpuExecutable {
     /// One-thread pools, one per worker, for image-parallel runs of separable graphs
     /// (see `images`); empty when batches are never split.
     image_pools: Vec<rayon::ThreadPool>,
-    /// Kernel scratch of this graph's workers.
-    scratch: Arc<ScratchPool>,
+    /// Kernel scratch of this graph's workers, then one pool per image worker: a serial
+    /// sub-batch then asks its own pool for the same buffers in the same order every run, so
+    /// the pool settles after one run whatever the other image worker is doing.
+    scratch: Vec<Arc<ScratchPool>>,
 }
 
 /// Where a value lives in a planned run.
@@ -232,8 +234,8 @@ impl CpuExecutable {
                 }
             }
         }
-        let scratch = Arc::new(ScratchPool::default());
-        let worker_scratch = scratch.clone();
+        let mut scratch = vec![Arc::new(ScratchPool::default())];
+        let worker_scratch = scratch[0].clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("accel-cpu-{i}"))
@@ -243,11 +245,12 @@ impl CpuExecutable {
         let image_pools = if threads > 1 && images::separable(graph) {
             (0..threads)
                 .map(|i| {
-                    let scratch = scratch.clone();
+                    let image_scratch = Arc::new(ScratchPool::default());
+                    scratch.push(image_scratch.clone());
                     rayon::ThreadPoolBuilder::new()
                         .num_threads(1)
                         .thread_name(move |_| format!("accel-cpu-image-{i}"))
-                        .start_handler(move |_| crate::scratch::install(scratch.clone()))
+                        .start_handler(move |_| crate::scratch::install(image_scratch.clone()))
                         .build()
                         .map_err(|e| Error::Other(format!("cannot start a CPU worker thread: {e}")))
                 })
@@ -1288,6 +1291,7 @@ impl CpuExecutable {
             parts.push(views);
             start += count;
         }
+        self.provision_arenas(&parts);
         // The whole batch's f32 outputs, where every sub-batch's plan knows their shape.
         let n: usize = sizes.iter().sum();
         let mut whole: Vec<Option<(Vec<usize>, Vec<f32>)>> = self
@@ -1356,6 +1360,34 @@ impl CpuExecutable {
                 }
             })
             .collect()
+    }
+
+    /// Gives each planned sub-batch of `parts` an idle arena before they start, so that how
+    /// the sub-batches happen to overlap never decides whether a run allocates one.
+    fn provision_arenas(&self, parts: &[Vec<TensorView>]) {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, views) in parts.iter().enumerate() {
+            let key: Vec<(DType, Vec<usize>)> = views
+                .iter()
+                .map(|t| (t.dtype(), t.shape().to_vec()))
+                .collect();
+            let sharing = parts[..=i]
+                .iter()
+                .filter(|other| {
+                    other.len() == key.len()
+                        && other
+                            .iter()
+                            .zip(&key)
+                            .all(|(t, (dtype, shape))| t.dtype() == *dtype && t.shape() == shape)
+                })
+                .count();
+            if let Some(p) = plans.iter_mut().find(|p| p.key == key)
+                && let Some(plan) = &p.plan
+                && p.idle.len() < sharing
+            {
+                p.idle.push(vec![0.0; plan.arena_len]);
+            }
+        }
     }
 
     /// Per graph output, its per-image dims when the plan of every sub-batch in `parts`
@@ -1487,7 +1519,7 @@ impl Executable for CpuExecutable {
                 .iter()
                 .filter_map(|p| Some(p.plan.as_ref()?.arena_len * 4 * p.idle.len().max(1)))
                 .max(),
-            scratch: Some(self.scratch.held_bytes()),
+            scratch: Some(self.scratch.iter().map(|p| p.held_bytes()).sum()),
         }
     }
 }

@@ -581,6 +581,52 @@ mod tests {
         assert!(is_stable(&noisy));
     }
 
+    fn report(status: Status, p50: f64, throughput: f64) -> CandidateReport {
+        CandidateReport {
+            backend: "b".into(),
+            device: String::new(),
+            threads: None,
+            precision: "f32".into(),
+            status,
+            reason: None,
+            init_ms: None,
+            p50_ms: Some(p50),
+            p90_ms: None,
+            p99_ms: None,
+            mean_ms: None,
+            throughput_ips: Some(throughput),
+            runs: 1,
+            cut_short: false,
+            max_abs_diff: Some(0.0),
+            tolerance: 1e-4,
+            memory_mb: None,
+        }
+    }
+
+    #[test]
+    fn ranking_keeps_passing_candidates_best_first_by_the_objective() {
+        // Throughput is batch over the mean, so it may rank otherwise than the median.
+        let mut p = Plan {
+            winner: None,
+            winner_index: None,
+            objective: Objective::Latency,
+            batch: 8,
+            reference: "cpu".into(),
+            budget_ms: 0.0,
+            planning_ms: 0.0,
+            candidates: vec![
+                report(Status::Ok, 3.0, 300.0),
+                report(Status::Rejected, 0.5, 9000.0),
+                report(Status::Ok, 2.0, 250.0),
+                report(Status::Failed, 0.1, 0.0),
+                report(Status::Ok, 4.0, 400.0),
+            ],
+        };
+        assert_eq!(p.ranking(), vec![2, 0, 4]);
+        p.objective = Objective::Throughput;
+        assert_eq!(p.ranking(), vec![4, 0, 2]);
+    }
+
     #[test]
     fn objectives_parse_and_print() {
         for o in [Objective::Latency, Objective::Throughput] {
