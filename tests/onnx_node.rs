@@ -1,5 +1,6 @@
 //! The official ONNX node conformance cases (shipped in PyPI's `onnx` wheel under
-//! `onnx/backend/test/data/node`), run on the CPU backend.
+//! `onnx/backend/test/data/node`), run on the CPU backend and, as a second and independent
+//! implementation, on candle-cpu.
 //!
 //! A case is selected when every node of its model is an operator accel imports (the arms of
 //! the `match op_type` in accel-core's `onnx/ops/mod.rs`, plus Constant). Each selected case is
@@ -7,13 +8,18 @@
 //! match `output_*.pb`: same dtype and shape, floats within 1e-4 + 1e-4 * |expected| (NaN
 //! matches NaN), integers and bools exactly.
 //!
-//! `onnx_node_skips.txt` lists the selected cases accel deliberately does not pass, each with
-//! its reason. A listed case that passes fails the test (remove it from the list), and so does
-//! an unlisted case that fails, so the list stays honest.
+//! `onnx_node_skips.txt` (CPU) and `onnx_node_skips_candle.txt` (candle) list the selected
+//! cases a backend deliberately does not pass, each with its reason. A listed case that passes
+//! fails the test (remove it from the list), and so does an unlisted case that fails, so the
+//! lists stay honest. candle also inherits the CPU list (most entries are cases accel's
+//! importer refuses, whatever the backend); an inherited case that candle passes is printed,
+//! not failed. For candle, a case is also left out (and counted as such) when one of its
+//! operators is one the backend says it does not support.
 //!
 //! The data directory is `$ACCEL_ONNX_NODE_DIR`, else the `onnx` package of the workspace's
 //! `.venv` (created by the README's test set-up with `onnx==1.20.0`).
 
+use accel_candle::CandleBackend;
 use accel_core::onnx::proto::{ModelProto, TensorProto};
 use accel_core::{Backend, CompileOptions, Graph, Tensor, TensorData, onnx, passes};
 use accel_cpu::CpuBackend;
@@ -128,8 +134,8 @@ fn supported_ops() -> BTreeSet<String> {
 }
 
 /// `case  # reason` lines; blank lines and lines starting with '#' are comments.
-fn read_skips() -> BTreeMap<String, String> {
-    let path = workspace_root().join("tests/onnx_node_skips.txt");
+fn read_skips(file: &str) -> BTreeMap<String, String> {
+    let path = workspace_root().join("tests").join(file);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let mut skips = BTreeMap::new();
@@ -214,7 +220,7 @@ struct Case {
 }
 
 /// Loads, optionally optimizes, compiles and runs the case on one data set; compares outputs.
-fn run_case(case: &Case, data: &Path, optimize: bool) -> Result<(), String> {
+fn run_case(case: &Case, data: &Path, optimize: bool, backend: &dyn Backend) -> Result<(), String> {
     let mut graph = onnx::load_model(&case.model_path).map_err(|e| format!("load: {e}"))?;
     if optimize {
         passes::optimize(&mut graph).map_err(|e| format!("optimize: {e}"))?;
@@ -222,7 +228,7 @@ fn run_case(case: &Case, data: &Path, optimize: bool) -> Result<(), String> {
     let inputs = read_tensors(data, "input")?;
     let expected = read_tensors(data, "output")?;
     let feed = order_inputs(case, &graph, inputs)?;
-    let exe = CpuBackend::new()
+    let exe = backend
         .compile(&graph, &CompileOptions::default())
         .map_err(|e| format!("compile: {e}"))?;
     let views: Vec<_> = feed.iter().map(Tensor::view).collect();
@@ -378,8 +384,8 @@ fn data_sets(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Runs a case with panics caught, so a panic is reported against the case.
-fn guarded(case: &Case, data: &Path, optimize: bool) -> Result<(), String> {
-    catch_unwind(AssertUnwindSafe(|| run_case(case, data, optimize))).unwrap_or_else(|p| {
+fn guarded(case: &Case, data: &Path, optimize: bool, backend: &dyn Backend) -> Result<(), String> {
+    catch_unwind(AssertUnwindSafe(|| run_case(case, data, optimize, backend))).unwrap_or_else(|p| {
         let msg = p
             .downcast_ref::<String>()
             .cloned()
@@ -391,7 +397,7 @@ fn guarded(case: &Case, data: &Path, optimize: bool) -> Result<(), String> {
 
 /// The case's verdict: `Ok` when every data set passes on the optimized graph. A failure says
 /// whether the unoptimized graph passes, which points at a graph pass.
-fn check_case(dir: &Path, model: &ModelProto) -> Result<(), String> {
+fn check_case(dir: &Path, model: &ModelProto, backend: &dyn Backend) -> Result<(), String> {
     let g = model.graph.as_ref().ok_or("the model has no graph")?;
     let case = Case {
         model_path: dir.join("model.onnx"),
@@ -403,9 +409,9 @@ fn check_case(dir: &Path, model: &ModelProto) -> Result<(), String> {
         return Err("no test_data_set_* folder".into());
     }
     for set in &sets {
-        if let Err(e) = guarded(&case, set, true) {
+        if let Err(e) = guarded(&case, set, true, backend) {
             let set_name = set.file_name().unwrap_or_default().to_string_lossy();
-            let plain = match guarded(&case, set, false) {
+            let plain = match guarded(&case, set, false, backend) {
                 Ok(()) => "the UNOPTIMIZED graph passes: a graph pass breaks it".to_string(),
                 Err(e2) if e2 == e => "the unoptimized graph fails the same way".to_string(),
                 Err(e2) => format!("the unoptimized graph fails too: {e2}"),
@@ -418,20 +424,55 @@ fn check_case(dir: &Path, model: &ModelProto) -> Result<(), String> {
 
 #[test]
 fn onnx_node_conformance() {
+    conformance(&CpuBackend::new(), "onnx_node_skips.txt", None);
+}
+
+#[test]
+fn onnx_node_conformance_on_candle() {
+    conformance(
+        &CandleBackend::cpu(),
+        "onnx_node_skips_candle.txt",
+        Some("onnx_node_skips.txt"),
+    );
+}
+
+/// The operators of the case's model that `backend` does not run (none for the CPU backend,
+/// which runs everything accel imports).
+fn refused_ops(dir: &Path, backend: &dyn Backend) -> Vec<String> {
+    let Ok(g) = onnx::load_model(dir.join("model.onnx")) else {
+        return vec![];
+    };
+    let mut ops: Vec<String> = g
+        .nodes
+        .iter()
+        .filter(|n| !backend.supports(n))
+        .map(|n| n.op.name().to_string())
+        .collect();
+    ops.sort();
+    ops.dedup();
+    ops
+}
+
+/// Runs every selected case on `backend`; `skips_file` lists its own expected failures and
+/// `inherited` another backend's, which it may pass.
+fn conformance(backend: &dyn Backend, skips_file: &str, inherited: Option<&str>) {
+    let id = backend.id().to_string();
     let dir = match find_node_dir() {
         Ok(d) => d,
         Err(reason) => {
             // Fails in CI, prints "SKIPPED ..." elsewhere.
             require(
                 false,
-                "onnx node conformance",
+                &format!("onnx node conformance on {id}"),
                 &format!("{reason}; {INSTALL_HINT}"),
             );
             return;
         }
     };
     let ops = supported_ops();
-    let skips = read_skips();
+    let skips = read_skips(skips_file);
+    let inherited_skips = inherited.map(read_skips).unwrap_or_default();
+    let mut passes_inherited: Vec<String> = Vec::new();
     let started = Instant::now();
 
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -473,16 +514,30 @@ fn onnx_node_conformance() {
             left_out.push((name, missing));
             continue;
         }
+        let refused = refused_ops(case_dir, backend);
+        if !refused.is_empty() {
+            left_out.push((
+                name,
+                refused.iter().map(|o| format!("{o} on {id}")).collect(),
+            ));
+            continue;
+        }
         selected.insert(name.clone());
         if let Some(g) = &model.graph {
             selected_ops.extend(g.node.iter().map(|n| n.op_type().to_string()));
         }
-        let verdict = check_case(case_dir, &model);
-        match (verdict, skips.get(&name)) {
-            (Ok(()), None) => passed.push(name),
-            (Ok(()), Some(_)) => now_passing.push(name),
-            (Err(_), Some(reason)) => skipped.push((name, reason.clone())),
-            (Err(e), None) => failures.push(format!("{name}: {e}")),
+        let verdict = check_case(case_dir, &model, backend);
+        match (verdict, skips.get(&name), inherited_skips.get(&name)) {
+            (Ok(()), None, None) => passed.push(name),
+            (Ok(()), None, Some(_)) => {
+                passes_inherited.push(name.clone());
+                passed.push(name);
+            }
+            (Ok(()), Some(_), _) => now_passing.push(name),
+            (Err(_), Some(reason), _) | (Err(_), None, Some(reason)) => {
+                skipped.push((name, reason.clone()))
+            }
+            (Err(e), None, None) => failures.push(format!("{name}: {e}")),
         }
     }
 
@@ -493,7 +548,7 @@ fn onnx_node_conformance() {
         .collect();
 
     eprintln!(
-        "onnx node conformance ({}): {} cases, {} selected, {} passed, {} skipped, {} failed, in {:.1} s",
+        "onnx node conformance on {id} ({}): {} cases, {} selected, {} passed, {} skipped, {} failed, in {:.1} s",
         dir.display(),
         cases.len(),
         selected.len(),
@@ -503,7 +558,7 @@ fn onnx_node_conformance() {
         started.elapsed().as_secs_f64()
     );
     eprintln!(
-        "left out (an operator accel does not import): {} cases, e.g. {}",
+        "left out on {id} (an operator accel does not import, or {id} does not run): {} cases, e.g. {}",
         left_out.len(),
         left_out
             .iter()
@@ -513,8 +568,14 @@ fn onnx_node_conformance() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(other) = inherited {
+        eprintln!(
+            "passed on {id} though tests/{other} skips them: {}",
+            passes_inherited.join(", ")
+        );
+    }
     eprintln!(
-        "skipped ({}, see tests/onnx_node_skips.txt):",
+        "skipped on {id} ({}, see tests/{skips_file}):",
         skipped.len()
     );
     for (name, reason) in &skipped {
@@ -524,26 +585,26 @@ fn onnx_node_conformance() {
     let mut problems = Vec::new();
     if !failures.is_empty() {
         problems.push(format!(
-            "{} case(s) failed (fix accel, or list them in tests/onnx_node_skips.txt with the reason):\n  {}",
+            "{} case(s) failed on {id} (fix accel, or list them in tests/{skips_file} with the reason):\n  {}",
             failures.len(),
             failures.join("\n  ")
         ));
     }
     if !now_passing.is_empty() {
         problems.push(format!(
-            "{} listed case(s) now pass; remove them from the skip list tests/onnx_node_skips.txt:\n  {}",
+            "{} listed case(s) now pass on {id}; remove them from the skip list tests/{skips_file}:\n  {}",
             now_passing.len(),
             now_passing.join("\n  ")
         ));
     }
     if !stale.is_empty() {
         problems.push(format!(
-            "tests/onnx_node_skips.txt names case(s) that are not selected (unknown, or an operator accel does not import); remove them: {stale:?}"
+            "tests/{skips_file} names case(s) that are not selected (unknown, or an operator accel does not import or {id} does not run); remove them: {stale:?}"
         ));
     }
     if !uncovered.is_empty() {
         problems.push(format!(
-            "no selected case exercises the seed operator(s) {uncovered:?}"
+            "no case selected for {id} exercises the seed operator(s) {uncovered:?}"
         ));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));

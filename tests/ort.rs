@@ -1,7 +1,8 @@
 //! The ONNX Runtime backends run for real: ort-cpu and ort-openvino on both shipped models
-//! against the CPU backend, the CUDA provider's "unavailable" report, and the placement check
+//! against the CPU backend and against candle-cpu (an independent second oracle), the CUDA provider's "unavailable" report, and the placement check
 //! that refuses a provider which registered but took no node.
 
+use accel_candle::CandleBackend;
 use accel_core::{Backend, CompileOptions, Tensor, passes};
 use accel_cpu::CpuBackend;
 use accel_ort::{OrtBackend, OrtConfig, Provider};
@@ -31,6 +32,9 @@ fn check_model(file: &str, input_shape: &[usize], provider: Provider, tolerance:
     let reference = CpuBackend::new()
         .compile(&g, &CompileOptions::default())
         .unwrap();
+    let oracle = CandleBackend::cpu()
+        .compile(&g, &CompileOptions::default())
+        .unwrap();
     let ort = OrtBackend::new(provider, OrtConfig::default())
         .unwrap_or_else(|r| panic!("{}: {r}", provider.id()));
     let exe = ort
@@ -46,19 +50,21 @@ fn check_model(file: &str, input_shape: &[usize], provider: Provider, tolerance:
         let mut shape = input_shape.to_vec();
         shape[0] = batch;
         let x: Tensor = random_f32(&shape, 0.0, 1.0);
-        let want = reference.run(&[x.view()]).unwrap();
         let got = exe.run(&[x.view()]).unwrap();
-        for (g, w) in got.iter().zip(&want) {
-            let d = max_abs_diff(g, w);
-            eprintln!(
-                "{} {file} batch {batch}: max abs diff vs cpu {d:.2e}",
-                provider.id()
-            );
-            assert!(
-                d <= tolerance,
-                "{} {file} batch {batch}: {d} > {tolerance}",
-                provider.id()
-            );
+        for (name, oracle) in [("cpu", &reference), ("candle-cpu", &oracle)] {
+            let want = oracle.run(&[x.view()]).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                let d = max_abs_diff(g, w);
+                eprintln!(
+                    "{} {file} batch {batch}: max abs diff vs {name} {d:.2e}",
+                    provider.id()
+                );
+                assert!(
+                    d <= tolerance,
+                    "{} {file} batch {batch}: {d} > {tolerance} against {name}",
+                    provider.id()
+                );
+            }
         }
     }
 }

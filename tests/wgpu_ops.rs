@@ -1,10 +1,13 @@
-//! The wgpu backend against the CPU backend, node by node: every operator of both seed graphs
-//! (and the other kernels' forms) on small random shapes drawn each run, with fresh random
-//! inputs and weights; f32 within 1e-4 and f16 storage within 1e-2, relative to the output's
-//! magnitude. Runs for real on
+//! The wgpu backend against the CPU backend and candle-cpu (an independent second oracle),
+//! node by node: every operator of both seed graphs (and the other kernels' forms) on small
+//! random shapes drawn each run, with fresh random inputs and weights; f32 within 1e-4 and
+//! f16 storage within 1e-2, relative to the output's magnitude. The CPU backend and candle
+//! are first held to each other (1e-4), so these cases check candle's ops too, with or
+//! without an adapter. Runs for real on
 //! lavapipe in CI (ACCEL_REQUIRE_WGPU=1 makes a missing adapter a failure); elsewhere a
 //! machine without an adapter reports the tests as skipped.
 
+use accel_candle::CandleBackend;
 use accel_core::ir::{
     Activation, BinaryOp, Conv, ConvTranspose, Dim, Direction, Gemm, Graph, Lstm, Node, Op, Pool,
     UnaryOp, ValueInfo, Window,
@@ -76,9 +79,26 @@ fn graph(op: Op, inputs: &[(&str, Option<&Tensor>, bool)], outputs: usize) -> Gr
     g
 }
 
-/// Runs the node on the CPU backend and on wgpu; every output must agree.
+/// Every output of `got` within `tol` of `want`, relative to the largest |want|.
+fn assert_close(what: &str, got: &[Tensor], want: &[Tensor], tol: f32, names: (&str, &str)) {
+    assert_eq!(got.len(), want.len(), "{what}: output count");
+    for (o, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.shape(), w.shape(), "{what} output {o}");
+        let (g, w) = (g.to_f32_vec().unwrap(), w.to_f32_vec().unwrap());
+        let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+            assert!(
+                (a - b).abs() <= tol * scale,
+                "{what} output {o}[{i}]: {} {a} vs {} {b} (scale {scale})",
+                names.0,
+                names.1
+            );
+        }
+    }
+}
+
+/// Runs the node on the CPU backend, on candle and on wgpu; every output must agree.
 fn check(what: &str, op: Op, inputs: &[(&str, Option<&Tensor>, bool)], outputs: usize) {
-    let Some(gpu) = wgpu_backend() else { return };
     let g = graph(op, inputs, outputs);
     let runtime: Vec<_> = inputs
         .iter()
@@ -93,6 +113,12 @@ fn check(what: &str, op: Op, inputs: &[(&str, Option<&Tensor>, bool)], outputs: 
         .compile(&g, &opts)
         .and_then(|e| e.run(&runtime))
         .unwrap_or_else(|e| panic!("{what} on cpu: {e}"));
+    let oracle = CandleBackend::cpu()
+        .compile(&g, &opts)
+        .and_then(|e| e.run(&runtime))
+        .unwrap_or_else(|e| panic!("{what} on candle-cpu: {e}"));
+    assert_close(what, &want, &oracle, 1e-4, ("cpu", "candle-cpu"));
+    let Some(gpu) = wgpu_backend() else { return };
     // f32 within 1e-4; f16 storage (where the adapter has it) within 1e-2.
     for (precision, tol) in [(Precision::F32, 1e-4f32), (Precision::F16, 1e-2)] {
         let opts = CompileOptions {
@@ -112,17 +138,9 @@ fn check(what: &str, op: Op, inputs: &[(&str, Option<&Tensor>, bool)], outputs: 
             let got = exe
                 .run(&runtime)
                 .unwrap_or_else(|e| panic!("{what} on wgpu {precision} (run {run}): {e}"));
-            for (o, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(g.shape(), w.shape(), "{what} output {o}");
-                let (g, w) = (g.to_f32_vec().unwrap(), w.to_f32_vec().unwrap());
-                let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-                for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-                    assert!(
-                        (a - b).abs() <= tol * scale,
-                        "{what} output {o}[{i}] ({precision}): wgpu {a} vs cpu {b} (scale {scale})"
-                    );
-                }
-            }
+            let what = format!("{what} ({precision}, run {run})");
+            assert_close(&what, &got, &want, tol, ("wgpu", "cpu"));
+            assert_close(&what, &got, &oracle, tol, ("wgpu", "candle-cpu"));
         }
     }
 }

@@ -17,7 +17,8 @@ pub struct Args {
     /// images are read too, and each reading is shown next to its label.
     #[arg(long, value_name = "FILE.json")]
     labels: Option<PathBuf>,
-    /// Backend id, or auto (today auto means cpu; the planner will choose by measurement).
+    /// Backend id, or auto (the planner measures the available backends on this model and
+    /// picks the fastest that agrees with the cpu reference; plans are cached).
     #[arg(long, default_value = "auto")]
     backend: String,
     /// ONNX file, or a shipped model name (crnn, unet).
