@@ -451,8 +451,8 @@ pub fn pool(ctx: &Ctx, p: &Pool, max: bool, inputs: &Inputs) -> Result<Value> {
             t = pad_value(&t, 2 + a, begin[a], end[a] + extra[a], 0.0).or_node(ctx)?;
             mask = pad_value(&mask, 2 + a, begin[a], end[a], pad_weight).or_node(ctx)?;
         }
-        for a in 0..2 {
-            mask = pad_value(&mask, 2 + a, 0, extra[a], 0.0).or_node(ctx)?;
+        for (a, &over) in extra.iter().enumerate() {
+            mask = pad_value(&mask, 2 + a, 0, over, 0.0).or_node(ctx)?;
         }
         let sum = t.avg_pool2d_with_stride(k, s).or_node(ctx)?;
         let count = mask.avg_pool2d_with_stride(k, s).or_node(ctx)?;
