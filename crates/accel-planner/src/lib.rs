@@ -11,6 +11,6 @@ pub mod plan;
 
 pub use cache::{CacheStatus, Lookup, PlanCache, PlanKey, Planned, plan_cached, sha256_file};
 pub use plan::{
-    Candidate, CandidateReport, Objective, OnProgress, Plan, PlanConfig, Progress, Status, plan,
-    tolerance, verify,
+    Candidate, CandidateReport, DEFAULT_BUDGET_MS, Objective, OnProgress, Plan, PlanConfig,
+    Progress, Status, plan, tolerance, verify,
 };

@@ -124,8 +124,9 @@ pub struct PlanConfig {
     pub objective: Objective,
     /// The batch every candidate is checked and timed at.
     pub batch: usize,
-    /// Wall time for all candidates' timed runs together (compiling and the check against
-    /// the reference come on top; `Plan::planning_ms` says what it all took).
+    /// Wall time for the whole plan: compiling and checking every candidate first, then
+    /// their timed runs in what is left, but never less than a quarter of it (a slow
+    /// compile cannot leave nothing to time). `Plan::planning_ms` says what it all took.
     pub budget: Duration,
     /// Candidates whose compiled model holds more than this many bytes (weights, arena and
     /// scratch as the backend reports them, else the process's resident growth over compile
@@ -148,7 +149,7 @@ impl Default for PlanConfig {
         PlanConfig {
             objective: Objective::Latency,
             batch: 1,
-            budget: Duration::from_millis(1500),
+            budget: Duration::from_millis(DEFAULT_BUDGET_MS),
             memory_cap: None,
             progress: None,
         }
@@ -253,6 +254,8 @@ pub fn tolerance(precision: Precision) -> f64 {
 const TURN: usize = 3;
 const MIN_RUNS: usize = 9;
 const MAX_RUNS: usize = 300;
+/// The default planning budget: under the 2 s per model a person waits for once.
+pub const DEFAULT_BUDGET_MS: u64 = 1800;
 /// A median is stable when the two halves of the samples have medians this close.
 const STABLE: f64 = 0.03;
 
@@ -267,7 +270,11 @@ pub fn plan(
     let inputs = random_inputs(graph, config.batch.max(1))?;
     let views: Vec<TensorView> = inputs.iter().map(|t| t.view()).collect();
     let (mut reports, mut timed) = check_all(graph, reference, candidates, &views, config, None)?;
-    take_turns(&mut timed, &views, config);
+    let timing = config
+        .budget
+        .saturating_sub(start.elapsed())
+        .max(config.budget / 4);
+    take_turns(&mut timed, &views, timing, config);
     for t in timed {
         let r = &mut reports[t.index];
         if let Some(e) = t.failed {
@@ -496,11 +503,10 @@ impl Timed {
 /// software GPU, say) keeps that run as its only sample, so it costs no more time. The
 /// others get one untimed run first: the check's run warmed caches, but some backends
 /// finish setting up on the second.
-fn take_turns(timed: &mut [Timed], inputs: &[TensorView], config: &PlanConfig) {
+fn take_turns(timed: &mut [Timed], inputs: &[TensorView], budget: Duration, config: &PlanConfig) {
     if timed.is_empty() {
         return;
     }
-    let budget = config.budget;
     let fair = budget / timed.len() as u32;
     for t in timed.iter_mut() {
         if t.check_ms > fair.as_secs_f64() * 1e3 {

@@ -21,8 +21,9 @@ pub struct Args {
     /// Only these backends' candidates (repeat for several). Default: every available one.
     #[arg(long = "backend")]
     backends: Vec<String>,
-    /// Wall time for all candidates' timed runs together, in milliseconds.
-    #[arg(long, default_value_t = 1500)]
+    /// Wall time for the whole plan in milliseconds: compiling and checking, then timing in
+    /// what is left (at least a quarter).
+    #[arg(long, default_value_t = accel_planner::DEFAULT_BUDGET_MS)]
     budget_ms: u64,
     /// Reject candidates whose compiled model holds more than this many MB.
     #[arg(long)]
