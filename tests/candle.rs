@@ -5,10 +5,9 @@
 
 use accel_candle::CandleBackend;
 use accel_core::ir::{BinaryOp, Dim, Graph, Node, Op, ValueInfo};
-use accel_core::npy::read_npy;
 use accel_core::{Backend, CompileOptions, DType, Error, Precision, Tensor, passes};
 use accel_cpu::CpuBackend;
-use accel_tests::{max_abs_diff, model_path, random_f32, require, testdata_dir};
+use accel_tests::{max_abs_diff, model_path, parity_cases, random_f32};
 use std::sync::Arc;
 
 const TOLERANCE: f32 = 1e-4;
@@ -21,50 +20,29 @@ fn load(model: &str) -> Graph {
 
 #[test]
 fn candle_matches_onnx_runtime_on_every_model() {
-    let dir = testdata_dir().join("parity");
-    let manifest_path = dir.join("manifest.json");
-    if !require(
-        manifest_path.exists(),
-        "candle model parity vs ONNX Runtime",
-        "no reference outputs; run scripts/test.sh",
-    ) {
+    let Some(cases) = parity_cases("candle model parity vs ONNX Runtime") else {
         return;
-    }
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
-    let cases = manifest["cases"].as_array().expect("cases");
-    assert!(!cases.is_empty(), "the manifest lists no cases");
+    };
     let backend = CandleBackend::cpu();
     let mut failures = Vec::new();
     let mut compiled: Vec<(String, Box<dyn accel_core::Executable>, Graph)> = Vec::new();
-    for case in cases {
-        let model = case["model"].as_str().unwrap();
-        let batch = case["batch"].as_u64().unwrap();
+    for case in &cases {
+        let (model, batch) = (&case.model, case.batch);
         if !compiled.iter().any(|(m, _, _)| m == model) {
             let g = load(model);
             let exe = backend
                 .compile(&g, &CompileOptions::default())
                 .unwrap_or_else(|e| panic!("{model} on candle-cpu: {e}"));
-            compiled.push((model.to_string(), exe, g));
+            compiled.push((model.clone(), exe, g));
         }
         let (_, exe, g) = compiled.iter().find(|(m, _, _)| m == model).unwrap();
-        let inputs: Vec<Tensor> = g
-            .inputs
-            .iter()
-            .map(|vi| {
-                read_npy(dir.join(case["inputs"][&vi.name].as_str().expect("input listed")))
-                    .unwrap()
-            })
-            .collect();
+        let inputs = case.inputs(g);
         let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
         let outs = exe
             .run(&views)
             .unwrap_or_else(|e| panic!("{model} batch {batch} on candle-cpu: {e}"));
         for (vi, got) in g.outputs.iter().zip(&outs) {
-            let want =
-                read_npy(dir.join(case["outputs"][&vi.name].as_str().expect("output listed")))
-                    .unwrap();
-            let d = max_abs_diff(got, &want);
+            let d = max_abs_diff(got, &case.expected(&vi.name));
             eprintln!(
                 "candle-cpu parity {model} batch {batch} output {}: max abs diff {d:.2e}",
                 vi.name

@@ -78,3 +78,67 @@ pub fn wgpu_backend() -> Option<std::sync::Arc<dyn accel_core::Backend>> {
     }
     found
 }
+
+/// One case of the parity manifest that scripts/reference_outputs.py writes: a model at a
+/// batch, with fresh random inputs and ONNX Runtime's outputs for them.
+pub struct ParityCase {
+    pub model: String,
+    pub batch: u64,
+    dir: PathBuf,
+    json: serde_json::Value,
+}
+
+impl ParityCase {
+    /// The case's inputs, in the order of `graph.inputs`.
+    pub fn inputs(&self, graph: &accel_core::Graph) -> Vec<Tensor> {
+        graph
+            .inputs
+            .iter()
+            .map(|vi| self.npy("inputs", &vi.name))
+            .collect()
+    }
+
+    /// ONNX Runtime's value of the graph output `name`.
+    pub fn expected(&self, name: &str) -> Tensor {
+        self.npy("outputs", name)
+    }
+
+    fn npy(&self, kind: &str, name: &str) -> Tensor {
+        let file = self.json[kind][name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: the manifest lists no {kind} {name}", self.model));
+        accel_core::npy::read_npy(self.dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+    }
+}
+
+/// The parity manifest's cases, or `None` when the data is missing (a failure in CI, a
+/// skip elsewhere; `what` names the test).
+pub fn parity_cases(what: &str) -> Option<Vec<ParityCase>> {
+    let dir = testdata_dir().join("parity");
+    let manifest = dir.join("manifest.json");
+    if !require(
+        manifest.exists(),
+        what,
+        "no reference outputs; run scripts/test.sh",
+    ) {
+        return None;
+    }
+    let text = std::fs::read_to_string(&manifest).expect("the manifest is readable");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("the manifest is JSON");
+    let cases: Vec<ParityCase> = v["cases"]
+        .as_array()
+        .expect("the manifest has cases")
+        .iter()
+        .map(|c| ParityCase {
+            model: c["model"]
+                .as_str()
+                .expect("a case names its model")
+                .to_string(),
+            batch: c["batch"].as_u64().expect("a case has a batch"),
+            dir: dir.clone(),
+            json: c.clone(),
+        })
+        .collect();
+    assert!(!cases.is_empty(), "the manifest lists no cases");
+    Some(cases)
+}

@@ -7,55 +7,33 @@
 //! Each case runs three times on one executable: the first run allocates and records the
 //! memory plan, the second and third run in the planned arena (the third reusing it).
 
-use accel_core::npy::read_npy;
-use accel_core::{Backend, CompileOptions, Tensor, passes};
+use accel_core::{Backend, CompileOptions, passes};
 use accel_cpu::CpuBackend;
-use accel_tests::{max_abs_diff, require, testdata_dir};
+use accel_tests::{max_abs_diff, parity_cases};
 
 const TOLERANCE: f32 = 1e-4;
 
 #[test]
 fn cpu_matches_onnx_runtime_on_every_model() {
-    let dir = testdata_dir().join("parity");
-    let manifest_path = dir.join("manifest.json");
-    if !require(
-        manifest_path.exists(),
-        "model parity vs ONNX Runtime",
-        "no reference outputs; run scripts/test.sh",
-    ) {
+    let Some(cases) = parity_cases("model parity vs ONNX Runtime") else {
         return;
-    }
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
-    let cases = manifest["cases"].as_array().expect("cases");
-    assert!(!cases.is_empty(), "the manifest lists no cases");
+    };
     let mut failures = Vec::new();
-    for case in cases {
-        let model = case["model"].as_str().unwrap();
-        let batch = case["batch"].as_u64().unwrap();
+    for case in &cases {
+        let (model, batch) = (&case.model, case.batch);
         let mut g = accel_core::onnx::load_model(model).unwrap_or_else(|e| panic!("{model}: {e}"));
         passes::optimize(&mut g).unwrap_or_else(|e| panic!("{model}: {e}"));
         let exe = CpuBackend::new()
             .compile(&g, &CompileOptions::default())
             .unwrap();
-        let inputs: Vec<Tensor> = g
-            .inputs
-            .iter()
-            .map(|vi| {
-                read_npy(dir.join(case["inputs"][&vi.name].as_str().expect("input listed")))
-                    .unwrap()
-            })
-            .collect();
+        let inputs = case.inputs(&g);
         let views: Vec<_> = inputs.iter().map(|t| t.view()).collect();
         for run in ["allocating", "planned", "planned again"] {
             let outs = exe
                 .run(&views)
                 .unwrap_or_else(|e| panic!("{model} batch {batch} ({run} run): {e}"));
             for (vi, got) in g.outputs.iter().zip(&outs) {
-                let want =
-                    read_npy(dir.join(case["outputs"][&vi.name].as_str().expect("output listed")))
-                        .unwrap();
-                let d = max_abs_diff(got, &want);
+                let d = max_abs_diff(got, &case.expected(&vi.name));
                 eprintln!(
                     "parity {model} batch {batch} output {} ({run} run): max abs diff {d:.2e}",
                     vi.name

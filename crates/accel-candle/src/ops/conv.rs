@@ -97,7 +97,7 @@ pub fn pad_value(
 /// The `len` values of `dim` starting at `start` (negative or past the end: zeros there).
 fn window(t: &Tensor, dim: usize, start: i64, len: usize) -> candle_core::Result<Tensor> {
     let size = t.dims()[dim] as i64;
-    let lead = (-start).max(0) as usize;
+    let lead = ((-start).max(0) as usize).min(len);
     let from = start.max(0).min(size);
     let to = (start + len as i64).clamp(from, size);
     let inner = t.narrow(dim, from as usize, (to - from) as usize)?;
@@ -123,6 +123,9 @@ fn spread(t: &Tensor, dim: usize, step: usize) -> candle_core::Result<Tensor> {
         return Ok(t.clone());
     }
     let n = t.dims()[dim];
+    if n == 0 {
+        return Ok(t.clone());
+    }
     let mut dims = t.dims().to_vec();
     let t = t.unsqueeze(dim + 1)?;
     let t = pad_value(&t, dim + 1, 0, step - 1, 0.0)?;
