@@ -60,7 +60,8 @@ pub fn clip(ctx: &Ctx, inputs: &Inputs) -> Result<Value> {
                 b.dims()
             )));
         }
-        Ok(Some(b.t.flatten_all().or_node(ctx)?))
+        // A rank-0 bound, so that broadcasting keeps the input's rank (even a scalar's).
+        Ok(Some(b.t.reshape(()).or_node(ctx)?))
     };
     let mut y = x.t.clone();
     if let Some(lo) = bound(1)? {
