@@ -9,7 +9,7 @@ use accel_core::ir::{
 };
 use accel_core::{Backend, CompileOptions, DType, Executable, Tensor};
 use accel_cpu::CpuBackend;
-use accel_cpu::kernels::gemm::{Epilogue, PackedA, PackedB, gemm};
+use accel_cpu::kernels::gemm::{Blocking, Epilogue, PackedA, PackedB, gemm, gemm_panel};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::sync::Arc;
 
@@ -44,6 +44,29 @@ fn gemm_shapes(c: &mut Criterion) {
             bench.iter(|| pool.install(|| gemm(&a, &b, &mut out, n, Epilogue::NONE)))
         });
     }
+    group.finish();
+}
+
+/// The GEMMs of one Winograd block of the CRNN's conv2, on one thread: 36 products of a
+/// packed U (64 x 32) by one B panel (32 x nr), written 36 * nr apart as the kernel does.
+fn winograd_block_gemms(c: &mut Criterion) {
+    let (m, k, pos) = (64, 32, 36);
+    let nr = Blocking::active().nr;
+    let us: Vec<PackedA> = (0..pos)
+        .map(|_| PackedA::pack(&random_vec(m * k), m, k, k, 1))
+        .collect();
+    let v = random_vec(pos * k * nr);
+    let mut out = vec![0.0f32; m * pos * nr];
+    let mut group = c.benchmark_group("gemm");
+    group.throughput(Throughput::Elements((2 * m * k * nr * pos) as u64));
+    group.bench_function("winograd_block_36x_64x32xnr_1thread", |bench| {
+        bench.iter(|| {
+            for (p, u) in us.iter().enumerate() {
+                let panel = &v[p * k * nr..][..k * nr];
+                gemm_panel(u, panel, nr, &mut out[p * nr..], pos * nr, Epilogue::NONE);
+            }
+        })
+    });
     group.finish();
 }
 
@@ -234,5 +257,5 @@ fn operators(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, gemm_shapes, operators);
+criterion_group!(benches, gemm_shapes, winograd_block_gemms, operators);
 criterion_main!(benches);

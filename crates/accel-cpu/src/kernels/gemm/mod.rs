@@ -264,253 +264,167 @@ fn tile_generic<const MR: usize, const NR: usize, const FMA: bool>(
     }
 }
 
-/// 8 x 32 tile in 16 zmm accumulators: per k step two B vectors, eight broadcasts of A and
-/// sixteen FMAs, which keeps both FMA pipes of a Zen 4/5 or Xeon core busy.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn tile_avx512(k: usize, a: &[f32], b: &[f32], out: &mut [f32]) {
-    use std::arch::x86_64::*;
-    assert!(a.len() >= k * 8 && b.len() >= k * 32 && out.len() >= 8 * 32);
-    let mut acc = [_mm512_setzero_ps(); 16];
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    for p in 0..k {
-        // SAFETY: p < k and the lengths asserted above keep every read inside a and b.
-        unsafe {
-            let b0 = _mm512_loadu_ps(pb.add(p * 32));
-            let b1 = _mm512_loadu_ps(pb.add(p * 32 + 16));
-            for i in 0..8 {
-                let ai = _mm512_set1_ps(*pa.add(p * 8 + i));
-                acc[2 * i] = _mm512_fmadd_ps(ai, b0, acc[2 * i]);
-                acc[2 * i + 1] = _mm512_fmadd_ps(ai, b1, acc[2 * i + 1]);
-            }
-        }
-    }
-    for (i, v) in acc.iter().enumerate() {
-        // SAFETY: out holds 8 * 32 floats (asserted), and i * 16 + 16 <= 256.
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(i * 16), *v) };
-    }
-}
-
-/// The AVX2 + FMA path: a 6 x 16 tile in 12 ymm accumulators (per k step two B loads, six
-/// broadcasts, twelve FMAs) whose epilogue runs on the registers and stores straight into C.
-/// Written out because the compiler's version of the generic tile spilled the accumulators
-/// to the stack and finished the epilogue in 4-wide loops, which cost more than the k loop
-/// for the U-Net's small-k 1x1 convolutions.
+mod avx2;
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{Bias, Epilogue};
-    use accel_core::ir::Activation;
-    use std::arch::x86_64::*;
+mod avx512;
 
-    pub(super) const MR: usize = 6;
-    pub(super) const NR: usize = 16;
-
-    // Everything here is `#[inline(always)]` and reached only from functions compiled with
-    // avx2 and fma, whose features it inherits: a `#[target_feature]` function of its own
-    // is not always inlined, and then the [__m256; 12] tile goes through memcpy.
-
-    /// The accumulators of A panel `a` (k x 6) times B panel `b` (k x 16), added to `c`,
-    /// for the panel's first `rows` rows; the others are left as they are. A last tile of
-    /// fewer rows (M = 8 is 6 + 2 in the U-Net's projections) skips the FMAs of its padding.
+/// A hand-written register tile: accumulators, the micro-kernel and the epilogue on the
+/// registers, for [`ColumnTiles::run_packed`]. Every method requires the tile's ISA and is
+/// inlined into a caller compiled with it.
+#[cfg(target_arch = "x86_64")]
+trait RegisterTile {
+    type Acc;
+    const MR: usize;
+    const NR: usize;
+    /// # Safety
+    /// The tile's ISA is available.
+    unsafe fn zeros() -> Self::Acc;
+    /// `c` + the first `rows` rows of A panel `a` (k x MR) times B panel `b` (k x NR).
     ///
     /// # Safety
-    /// AVX2 and FMA are available; `a` holds k * 6 values and `b` k * 16.
-    #[inline(always)]
-    pub(super) unsafe fn tile_from(
+    /// The tile's ISA is available; `a` holds k * MR values and `b` k * NR.
+    unsafe fn tile_from(
         rows: usize,
         k: usize,
         a: *const f32,
         b: *const f32,
-        c: [__m256; 12],
-    ) -> [__m256; 12] {
-        // SAFETY: the caller's contract.
-        unsafe { tile_dispatch(rows, k, a, b, None, c) }
-    }
-
-    /// [`tile_from`] with row p of B read in place at `b + b_rows[p]` (16 values each)
-    /// instead of from a packed panel.
+        c: Self::Acc,
+    ) -> Self::Acc;
+    /// # Safety
+    /// The tile's ISA is available.
+    unsafe fn spill(c: &Self::Acc, out: &mut [f32]);
+    /// # Safety
+    /// The tile's ISA is available.
+    unsafe fn reload(from: &[f32]) -> Self::Acc;
+    /// Whether a B panel larger than L1 is run in slices of k across all tiles
+    /// ([`ColumnTiles::depth_chunk`]) rather than whole, tile by tile, from L2.
+    const SLICE_K: bool;
+    /// Whether [`RegisterTile::store`] takes this epilogue for tiles `cols` wide.
+    fn stores(ep: &Epilogue, cols: usize) -> bool;
+    /// `[rows, cols]` of the tile into C at `out` (row stride `ldc`), through the epilogue.
     ///
     /// # Safety
-    /// AVX2 and FMA are available; `a` holds k * 6 values, `b_rows` k offsets, and 16 values
-    /// from each `b + b_rows[p]` are readable.
-    #[inline(always)]
-    pub(super) unsafe fn tile_from_rows(
-        rows: usize,
-        k: usize,
-        a: *const f32,
-        b: *const f32,
-        b_rows: *const usize,
-        c: [__m256; 12],
-    ) -> [__m256; 12] {
-        // SAFETY: the caller's contract.
-        unsafe { tile_dispatch(rows, k, a, b, Some(b_rows), c) }
-    }
-
-    #[inline(always)]
-    unsafe fn tile_dispatch(
-        rows: usize,
-        k: usize,
-        a: *const f32,
-        b: *const f32,
-        b_rows: Option<*const usize>,
-        c: [__m256; 12],
-    ) -> [__m256; 12] {
-        // SAFETY: the callers' contracts.
-        unsafe {
-            match (rows, b_rows) {
-                (1, None) => tile_rows::<1, false>(k, a, b, b, c),
-                (2, None) => tile_rows::<2, false>(k, a, b, b, c),
-                (3, None) => tile_rows::<3, false>(k, a, b, b, c),
-                (4, None) => tile_rows::<4, false>(k, a, b, b, c),
-                (5, None) => tile_rows::<5, false>(k, a, b, b, c),
-                (_, None) => tile_rows::<MR, false>(k, a, b, b, c),
-                (1, Some(o)) => tile_rows::<1, true>(k, a, b, o.cast(), c),
-                (2, Some(o)) => tile_rows::<2, true>(k, a, b, o.cast(), c),
-                (3, Some(o)) => tile_rows::<3, true>(k, a, b, o.cast(), c),
-                (4, Some(o)) => tile_rows::<4, true>(k, a, b, o.cast(), c),
-                (5, Some(o)) => tile_rows::<5, true>(k, a, b, o.cast(), c),
-                (_, Some(o)) => tile_rows::<MR, true>(k, a, b, o.cast(), c),
-            }
-        }
-    }
-
-    /// [`tile_from`] for R rows; with ROWS, B row p at `b + b_rows[p]` (`b_rows` a usize
-    /// array passed as a pointer of any type), else at `b + p * 16`.
-    ///
-    /// # Safety
-    /// As for [`tile_from`] and [`tile_from_rows`].
-    #[inline(always)]
-    unsafe fn tile_rows<const R: usize, const ROWS: bool>(
-        k: usize,
-        a: *const f32,
-        b: *const f32,
-        b_rows: *const f32,
-        mut c: [__m256; 12],
-    ) -> [__m256; 12] {
-        let b_rows = b_rows.cast::<usize>();
-        for p in 0..k {
-            // SAFETY: the caller's contract: p < k keeps both reads inside A and B.
-            unsafe {
-                let pb = if ROWS {
-                    b.add(*b_rows.add(p))
-                } else {
-                    b.add(p * NR)
-                };
-                let b0 = _mm256_loadu_ps(pb);
-                let b1 = _mm256_loadu_ps(pb.add(8));
-                let pa = a.add(p * MR);
-                for i in 0..R {
-                    let ai = _mm256_broadcast_ss(&*pa.add(i));
-                    c[2 * i] = _mm256_fmadd_ps(ai, b0, c[2 * i]);
-                    c[2 * i + 1] = _mm256_fmadd_ps(ai, b1, c[2 * i + 1]);
-                }
-            }
-        }
-        c
-    }
-
-    /// Zeroed accumulators.
-    ///
-    /// # Safety
-    /// AVX is available.
-    #[inline(always)]
-    pub(super) unsafe fn zeros() -> [__m256; 12] {
-        // SAFETY: the caller's contract.
-        unsafe { [_mm256_setzero_ps(); 12] }
-    }
-
-    /// Whether [`store_full`] takes this epilogue (sigmoid goes through the scalar path).
-    pub(super) fn in_registers(ep: &Epilogue) -> bool {
-        !matches!(ep.activation, Some(Activation::Sigmoid))
-    }
-
-    /// The first `rows` rows of a tile 16 wide: `out[i * ldc + j] = act(c + bias) +
-    /// residual[i * ldc + j]`.
-    ///
-    /// # Safety
-    /// AVX2 is available; rows row0..row0+rows and columns col0..col0+16 of C, at `out` with
-    /// row stride `ldc`, are in bounds and this caller's alone; so are those of the residual
-    /// when given; `Bias::Row` holds row0 + rows values and `Bias::Col` col0 + 16.
-    #[inline(always)]
-    pub(super) unsafe fn store_full(
-        rows: usize,
-        c: &[__m256; 12],
+    /// The tile's ISA is available; that part of C (and of the residual, and the bias at
+    /// `[row0, col0]`) is in bounds and the caller's alone.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn store(
+        size: [usize; 2],
+        c: &Self::Acc,
         out: *mut f32,
         ldc: usize,
-        [row0, col0]: [usize; 2],
+        at: [usize; 2],
+        ep: &Epilogue,
+        residual: Option<*const f32>,
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2Tile;
+
+#[cfg(target_arch = "x86_64")]
+impl RegisterTile for Avx2Tile {
+    type Acc = [std::arch::x86_64::__m256; 12];
+    const MR: usize = avx2::MR;
+    const NR: usize = avx2::NR;
+    const SLICE_K: bool = true;
+    #[inline(always)]
+    unsafe fn zeros() -> Self::Acc {
+        // SAFETY: the caller's contract.
+        unsafe { avx2::zeros() }
+    }
+    #[inline(always)]
+    unsafe fn tile_from(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: Self::Acc,
+    ) -> Self::Acc {
+        // SAFETY: the caller's contract.
+        unsafe { avx2::tile_from(rows, k, a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn spill(c: &Self::Acc, out: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { avx2::spill(c, out) }
+    }
+    #[inline(always)]
+    unsafe fn reload(from: &[f32]) -> Self::Acc {
+        // SAFETY: the caller's contract.
+        unsafe { avx2::reload(from) }
+    }
+    fn stores(ep: &Epilogue, cols: usize) -> bool {
+        avx2::in_registers(ep) && cols == avx2::NR
+    }
+    #[inline(always)]
+    unsafe fn store(
+        [rows, _]: [usize; 2],
+        c: &Self::Acc,
+        out: *mut f32,
+        ldc: usize,
+        at: [usize; 2],
         ep: &Epilogue,
         residual: Option<*const f32>,
     ) {
-        // SAFETY: AVX2 is available and every access is inside the bounds the caller
-        // promises.
-        unsafe {
-            let zero = _mm256_setzero_ps();
-            let (lo, hi) = match ep.activation {
-                Some(Activation::Clip { min, max }) => (_mm256_set1_ps(min), _mm256_set1_ps(max)),
-                _ => (zero, zero),
-            };
-            for i in 0..rows.min(MR) {
-                let (mut v0, mut v1) = (c[2 * i], c[2 * i + 1]);
-                match ep.bias {
-                    Bias::None => {}
-                    Bias::Row(b) => {
-                        let bb = _mm256_set1_ps(*b.get_unchecked(row0 + i));
-                        v0 = _mm256_add_ps(v0, bb);
-                        v1 = _mm256_add_ps(v1, bb);
-                    }
-                    Bias::Col(b) => {
-                        let pb = b.as_ptr().add(col0);
-                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(pb));
-                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(pb.add(8)));
-                    }
-                }
-                // The bound goes first: max/min return their second operand when either is
-                // NaN, so NaN passes through as it does in the scalar path.
-                match ep.activation {
-                    Some(Activation::Relu) => {
-                        v0 = _mm256_max_ps(zero, v0);
-                        v1 = _mm256_max_ps(zero, v1);
-                    }
-                    Some(Activation::Clip { .. }) => {
-                        v0 = _mm256_min_ps(hi, _mm256_max_ps(lo, v0));
-                        v1 = _mm256_min_ps(hi, _mm256_max_ps(lo, v1));
-                    }
-                    _ => {}
-                }
-                if let Some(r) = residual {
-                    let pr = r.add(i * ldc);
-                    v0 = _mm256_add_ps(v0, _mm256_loadu_ps(pr));
-                    v1 = _mm256_add_ps(v1, _mm256_loadu_ps(pr.add(8)));
-                }
-                let po = out.add(i * ldc);
-                _mm256_storeu_ps(po, v0);
-                _mm256_storeu_ps(po.add(8), v1);
-            }
-        }
+        // SAFETY: the caller's contract; `stores` admitted only whole-width tiles.
+        unsafe { avx2::store_full(rows, c, out, ldc, at, ep, residual) }
     }
+}
 
-    /// The accumulators as a row-major 6 x 16 array, for partial tiles.
-    ///
-    /// # Safety
-    /// AVX is available.
+#[cfg(target_arch = "x86_64")]
+struct Avx512Tile;
+
+#[cfg(target_arch = "x86_64")]
+impl RegisterTile for Avx512Tile {
+    type Acc = [std::arch::x86_64::__m512; 16];
+    const MR: usize = avx512::MR;
+    const NR: usize = avx512::NR;
+    // On Zen 4, slicing cost 2-4% at one thread (the CRNN's dense layer, k = 768, and the
+    // U-Net's up1, k = 320): the 8 x 32 tile does twice the work per B line of the AVX2 one,
+    // so L2 keeps up, and the sliced path spills and reloads 16 zmm per tile and slice.
+    const SLICE_K: bool = false;
     #[inline(always)]
-    pub(super) unsafe fn spill(c: &[__m256; 12], out: &mut [f32]) {
-        assert!(out.len() >= MR * NR);
-        for (i, v) in c.iter().enumerate() {
-            // SAFETY: AVX is available; out holds 96 floats (asserted), i * 8 + 8 <= 96.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i * 8), *v) };
-        }
+    unsafe fn zeros() -> Self::Acc {
+        // SAFETY: the caller's contract.
+        unsafe { avx512::zeros() }
     }
-
-    /// Accumulators spilled by [`spill`].
-    ///
-    /// # Safety
-    /// AVX is available.
     #[inline(always)]
-    pub(super) unsafe fn reload(from: &[f32]) -> [__m256; 12] {
-        assert!(from.len() >= MR * NR);
-        // SAFETY: AVX is available; from holds 96 floats (asserted), i * 8 + 8 <= 96.
-        std::array::from_fn(|i| unsafe { _mm256_loadu_ps(from.as_ptr().add(i * 8)) })
+    unsafe fn tile_from(
+        rows: usize,
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        c: Self::Acc,
+    ) -> Self::Acc {
+        // SAFETY: the caller's contract.
+        unsafe { avx512::tile_from(rows, k, a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn spill(c: &Self::Acc, out: &mut [f32]) {
+        // SAFETY: the caller's contract.
+        unsafe { avx512::spill(c, out) }
+    }
+    #[inline(always)]
+    unsafe fn reload(from: &[f32]) -> Self::Acc {
+        // SAFETY: the caller's contract.
+        unsafe { avx512::reload(from) }
+    }
+    fn stores(ep: &Epilogue, _cols: usize) -> bool {
+        avx512::in_registers(ep)
+    }
+    #[inline(always)]
+    unsafe fn store(
+        [rows, cols]: [usize; 2],
+        c: &Self::Acc,
+        out: *mut f32,
+        ldc: usize,
+        at: [usize; 2],
+        ep: &Epilogue,
+        residual: Option<*const f32>,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { avx512::store(rows, cols, c, out, ldc, at, ep, residual) }
     }
 }
 
@@ -846,7 +760,7 @@ impl ColumnTiles<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     fn run_avx512(&self) {
-        self.run_generic(32, |k, a, b, out| tile_avx512(k, a, b, out))
+        self.run_packed::<Avx512Tile>()
     }
 
     fn run_portable(&self) {
@@ -896,24 +810,36 @@ impl ColumnTiles<'_> {
                 unsafe {
                     let (pa, pb, po) = (panel.as_ptr(), self.b_panel.as_ptr(), b_rows.as_ptr());
                     let c = avx2::tile_from_rows(rows(ti), k, pa, pb, po, avx2::zeros());
-                    self.finish_avx2(ti, &c);
+                    self.finish::<Avx2Tile>(ti, &c);
                 }
             }
             return;
         }
+        self.run_packed::<Avx2Tile>()
+    }
+
+    /// The tiles of a packed B panel through register tile T: all of k at once when the
+    /// panel fits in L1, else in slices of k across all tiles (see [`Self::depth_chunk`]).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn run_packed<T: RegisterTile>(&self) {
+        let (a, k) = (self.a, self.a.k);
+        let (mr, nr) = (T::MR, T::NR);
+        let mut a_scratch = Scratch::new();
+        let rows = |ti: usize| mr.min(a.m - ti * mr);
         assert!(self.b_panel.len() >= k * nr, "gemm: B panel too short");
         let b = self.b_panel.as_ptr();
-        let kc = self.depth_chunk();
+        let kc = if T::SLICE_K { self.depth_chunk() } else { k };
         if kc >= k {
             for ti in self.tiles.clone() {
                 self.prefetch_c(ti);
                 let panel = a.panel(ti, &mut a_scratch);
                 assert!(panel.len() >= k * mr);
-                // SAFETY: avx2 and fma are enabled here; the A panel holds k * mr values and
-                // the B panel k * nr (asserted).
+                // SAFETY: T's ISA is enabled in the caller; the A panel holds k * mr values
+                // and the B panel k * nr (asserted).
                 unsafe {
-                    let c = avx2::tile_from(rows(ti), k, panel.as_ptr(), b, avx2::zeros());
-                    self.finish_avx2(ti, &c);
+                    let c = T::tile_from(rows(ti), k, panel.as_ptr(), b, T::zeros());
+                    self.finish::<T>(ti, &c);
                 }
             }
             return;
@@ -932,20 +858,16 @@ impl ColumnTiles<'_> {
                 let panel = a.panel(ti, &mut a_scratch);
                 assert!(panel.len() >= k * mr);
                 let sums = &mut partial[t * tile_len..][..tile_len];
-                // SAFETY: avx2 and fma are enabled here; k0 + kk <= k rows of the A panel
+                // SAFETY: T's ISA is enabled in the caller; k0 + kk <= k rows of the A panel
                 // (k * mr values) and of the B panel (k * nr, asserted).
                 unsafe {
-                    let init = if k0 == 0 {
-                        avx2::zeros()
-                    } else {
-                        avx2::reload(sums)
-                    };
+                    let init = if k0 == 0 { T::zeros() } else { T::reload(sums) };
                     let (pa, pb) = (panel[k0 * mr..].as_ptr(), b.add(k0 * nr));
-                    let c = avx2::tile_from(rows(ti), kk, pa, pb, init);
+                    let c = T::tile_from(rows(ti), kk, pa, pb, init);
                     if last {
-                        self.finish_avx2(ti, &c);
+                        self.finish::<T>(ti, &c);
                     } else {
-                        avx2::spill(&c, sums);
+                        T::spill(&c, sums);
                     }
                 }
             }
@@ -997,23 +919,23 @@ impl ColumnTiles<'_> {
         k.div_ceil(slices).div_ceil(8) * 8
     }
 
-    /// A finished tile on its way to C: the register epilogue for tiles 16 columns wide (of
-    /// any number of rows), the scalar one for narrower tiles and sigmoid.
+    /// A finished tile on its way to C: T's register epilogue where it takes the tile, the
+    /// scalar one otherwise (sigmoid; on AVX2, tiles narrower than 16 columns).
     ///
     /// # Safety
-    /// AVX2 is available.
+    /// T's ISA is available.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn finish_avx2(&self, ti: usize, c: &[std::arch::x86_64::__m256; 12]) {
-        let (mr, nr) = (avx2::MR, avx2::NR);
+    unsafe fn finish<T: RegisterTile>(&self, ti: usize, c: &T::Acc) {
+        let (mr, nr) = (T::MR, T::NR);
         let (row0, nrows) = (ti * mr, mr.min(self.a.m - ti * mr));
-        if avx2::in_registers(&self.ep) && self.cols == nr {
+        if T::stores(&self.ep, self.cols) {
             let at = row0 * self.ldc + self.col0;
-            // SAFETY: this task owns rows row0..row0+nrows and columns col0..col0+nr of C,
+            // SAFETY: this task owns rows row0..row0+nrows and columns col0..col0+cols of C,
             // which gemm_panels checked are inside C (and the residual, and the bias).
             unsafe {
-                avx2::store_full(
-                    nrows,
+                T::store(
+                    [nrows, self.cols],
                     c,
                     self.c.get().add(at),
                     self.ldc,
@@ -1023,9 +945,9 @@ impl ColumnTiles<'_> {
                 )
             }
         } else {
-            let mut spilled = [0.0f32; avx2::MR * avx2::NR];
-            // SAFETY: AVX is available (the caller's contract).
-            unsafe { avx2::spill(c, &mut spilled) };
+            let mut spilled = [0.0f32; MAX_TILE];
+            // SAFETY: T's ISA is available (the caller's contract).
+            unsafe { T::spill(c, &mut spilled) };
             self.store_rows(row0, nrows, nr, &spilled);
         }
     }
@@ -1216,7 +1138,14 @@ mod tests {
             }),
             Some(Activation::Sigmoid),
         ];
-        for &(m, k, n) in &[(12, 9, 32), (7, 20, 37), (1, 3, 5), (30, 64, 48)] {
+        // (10, 600, 40): a B panel larger than L1, which AVX2 runs in slices of k.
+        for &(m, k, n) in &[
+            (12, 9, 32),
+            (7, 20, 37),
+            (1, 3, 5),
+            (30, 64, 48),
+            (10, 600, 40),
+        ] {
             let a = random(m * k);
             let b = random(k * n);
             let (row_bias, col_bias, res) = (random(m), random(n), random(m * n));
