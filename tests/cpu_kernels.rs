@@ -475,6 +475,57 @@ fn conv_transpose_matches_reference_on_random_shapes() {
     }
 }
 
+/// Stride-2 ConvTransposes with 3 or 4 taps, deep and wide enough that the backend runs
+/// them by Winograd per output phase (`conv_transpose_winograd`): every pad, both kernel
+/// sizes per axis, batches of 1 and 2.
+#[test]
+fn stride2_conv_transpose_by_phases_matches_reference() {
+    for _ in 0..CASES {
+        let (ic, oc) = (rng_usize(8, 24), rng_usize(8, 20));
+        let k = [rng_usize(3, 4), rng_usize(3, 4)];
+        let p = [
+            rng_usize(0, k[0] - 1),
+            rng_usize(0, k[1] - 1),
+            rng_usize(0, k[0] - 1),
+            rng_usize(0, k[1] - 1),
+        ];
+        // At least 10 x 10 inputs: 25 tiles per phase or more, which fill the GEMM panels.
+        let (h, w) = (rng_usize(10, 20), rng_usize(10, 40));
+        let x = random_f32(&[rng_usize(1, 2), ic, h, w], -1.0, 1.0);
+        let wt = random_f32(&[ic, oc, k[0], k[1]], -1.0, 1.0);
+        let bias = Some(random_f32(&[oc], -1.0, 1.0));
+        let what = format!(
+            "ConvTranspose x{:?} w{:?} strides [2, 2] pads {p:?}",
+            x.shape(),
+            wt.shape()
+        );
+        let params = ConvParams {
+            kernel: k,
+            strides: [2, 2],
+            dilations: [1, 1],
+            pads: p,
+            group: 1,
+            activation: activation(),
+        };
+        let want =
+            reference::conv_transpose(&nchw(&x), wt.as_slice().unwrap(), f32s(&bias), oc, &params);
+        let op = Op::ConvTranspose(ConvTranspose {
+            window: window(k, [2, 2], [1, 1], p),
+            group: 1,
+            output_padding: vec![],
+            output_shape: None,
+            activation: params.activation,
+        });
+        check(
+            &what,
+            op,
+            x,
+            vec![("w", Some(wt)), ("b", bias)],
+            vec![tensor(want)],
+        );
+    }
+}
+
 #[test]
 fn matmul_and_gemm_match_reference_on_random_shapes() {
     for _ in 0..CASES {

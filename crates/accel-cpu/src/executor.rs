@@ -499,6 +499,14 @@ fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>, num_inputs: usize) {
     });
 }
 
+/// The last two axes of a rank-4 value, where the graph fixes them.
+fn spatial_hw(graph: &Graph, name: &str) -> Option<[usize; 2]> {
+    match graph.value_type(name)?.shape?.as_slice() {
+        [_, _, h, w] => Some([h.known()?, w.known()?]),
+        _ => None,
+    }
+}
+
 /// Packs weights for the heavy ops whose weights are constants.
 fn compile_node(graph: &Graph, node: &Node) -> Result<Kernel> {
     let c = |i: usize| node.input(i).and_then(|n| graph.constant(n));
@@ -512,7 +520,8 @@ fn compile_node(graph: &Graph, node: &Node) -> Result<Kernel> {
         },
         Op::ConvTranspose(a) => match f32_weight(1) {
             Some(w) if node.input(2).is_none() || c(2).is_some() => {
-                Kernel::ConvTranspose(ConvTransposeKernel::new(node, a, w, c(2))?)
+                let in_hw = node.input(0).and_then(|x| spatial_hw(graph, x));
+                Kernel::ConvTranspose(ConvTransposeKernel::new(node, a, w, c(2), in_hw)?)
             }
             _ => Kernel::Dynamic,
         },
@@ -592,9 +601,16 @@ fn run_step(step: &Step, ins: &[Option<&Tensor>], owned_x: Option<Tensor>) -> Re
                     x()?,
                     None,
                 )?]),
-                Op::ConvTranspose(a) => Ok(vec![
-                    ConvTransposeKernel::new(node, a, w, b)?.run(node, x()?)?,
-                ]),
+                Op::ConvTranspose(a) => {
+                    let x = x()?;
+                    let in_hw = match x.shape() {
+                        &[_, _, h, w] => Some([h, w]),
+                        _ => None,
+                    };
+                    Ok(vec![
+                        ConvTransposeKernel::new(node, a, w, b, in_hw)?.run(node, x)?,
+                    ])
+                }
                 Op::Lstm(l) => {
                     let r = require(node, ins, 2)?;
                     let b = ins.get(3).copied().flatten();

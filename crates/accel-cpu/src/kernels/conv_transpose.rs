@@ -5,8 +5,11 @@
 //! input, no cols buffer) was built and measured against this on the U-Net's decoder: it lost
 //! on every layer (up1-up3 1.29-1.57 ms against 1.02-1.28 ms, one thread, Zen 3), since a
 //! phase's GEMM has only the layer's output channels as rows (16 to 64), so each B panel
-//! serves few tiles, and narrow images pad the phase grid.
+//! serves few tiles, and narrow images pad the phase grid. Stride-2 layers with 3 or 4 taps
+//! whose phases have enough tiles go through Winograd F(2x2, 2x2) per phase instead
+//! (`conv_transpose_winograd`), which needs 9 multiply-adds where this needs 16.
 
+use super::conv_transpose_winograd::PhaseWinograd;
 use super::gemm::{Epilogue, ImplicitB, PackedA, gemm_implicit};
 use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output};
 use crate::isa::{self, Isa};
@@ -28,6 +31,9 @@ pub struct ConvTransposeKernel {
     kernel: Vec<usize>,
     /// Per group: W_g^T as [ocg * kh * kw, icg].
     packed: Vec<PackedA>,
+    /// Stride-2 layers with 3 or 4 taps: the filters in the Winograd domain, used for
+    /// inputs whose phases fill the GEMM panels ([`PhaseWinograd::fits`]).
+    winograd: Option<PhaseWinograd>,
     bias: Vec<f32>,
     /// The gather map of the last small output plane run.
     gather: Mutex<Option<Arc<TapGather>>>,
@@ -36,11 +42,14 @@ pub struct ConvTransposeKernel {
 }
 
 impl ConvTransposeKernel {
+    /// `in_hw`: the input's spatial size where the graph fixes it; a layer whose known input
+    /// would never take the Winograd path does not hold its filters.
     pub fn new(
         node: &Node,
         attrs: &ConvTranspose,
         w: &Tensor,
         b: Option<&Tensor>,
+        in_hw: Option<[usize; 2]>,
     ) -> Result<ConvTransposeKernel> {
         let wv = w
             .as_slice::<f32>()
@@ -89,26 +98,44 @@ impl ConvTransposeKernel {
                 ),
             ));
         }
-        Ok(ConvTransposeKernel {
+        let mut kernel = ConvTransposeKernel {
             attrs: attrs.clone(),
             in_channels: ic,
             out_channels_per_group: ocg,
             kernel,
             packed,
             bias,
+            winograd: None,
             gather: Mutex::new(None),
             x_rows: Mutex::new(None),
-        })
+        };
+        if PhaseWinograd::eligible(ic, ocg, g, &kernel.kernel, &attrs.window) {
+            let kernel_2d = [kernel.kernel[0], kernel.kernel[1]];
+            let winograd = PhaseWinograd::new(wv, ic, ocg, kernel_2d);
+            let fits = match in_hw {
+                Some([h, w]) => kernel
+                    .geometry(node, &[1, ic, h, w])
+                    .is_ok_and(|(_, rw, _)| winograd.fits(&rw)),
+                None => true,
+            };
+            kernel.winograd = fits.then_some(winograd);
+        }
+        Ok(kernel)
     }
 
     /// Holds the packed weights as f16 from now on.
     pub fn use_f16_weights(&mut self) {
         self.packed = self.packed.iter().map(PackedA::to_f16).collect();
+        if let Some(w) = &mut self.winograd {
+            w.use_f16();
+        }
     }
 
     /// Bytes of weights this kernel holds.
     pub fn weight_bytes(&self) -> usize {
-        self.packed.iter().map(PackedA::bytes).sum::<usize>() + self.bias.len() * 4
+        self.packed.iter().map(PackedA::bytes).sum::<usize>()
+            + self.winograd.as_ref().map_or(0, PhaseWinograd::bytes)
+            + self.bias.len() * 4
     }
 
     /// Output shape for an input of `x_shape`.
@@ -196,6 +223,18 @@ impl ConvTransposeKernel {
         let (icg, ocg) = (self.in_channels / g, self.out_channels_per_group);
         let oc = ocg * g;
         let pixels = in_hw[0] * in_hw[1];
+        if let Some(w) = self.winograd.as_ref().filter(|w| w.fits(&rw)) {
+            let act = self.attrs.activation;
+            let (plane_in, plane_out) = (c * pixels, oc * oh * ow);
+            for b in 0..n {
+                let (xb, ob) = (
+                    &xv[b * plane_in..][..plane_in],
+                    &mut out[b * plane_out..][..plane_out],
+                );
+                w.run(xb, in_hw, &rw, &self.bias, act, ob);
+            }
+            return Ok(());
+        }
         let isa = isa::active();
         // The same for every image and group.
         // (Its u32 offsets must reach every column value: not a limit any real layer meets.)

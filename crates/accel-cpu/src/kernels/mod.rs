@@ -4,6 +4,7 @@ pub mod activation;
 pub mod conv;
 mod conv_direct;
 pub mod conv_transpose;
+mod conv_transpose_winograd;
 mod depthwise;
 pub mod gemm;
 mod interleave;

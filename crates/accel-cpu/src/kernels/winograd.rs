@@ -440,7 +440,11 @@ impl Blocks<'_> {
 /// The 4 columns of each lane's tile row side by side: row[l] = [vals[0][l], .., vals[3][l]].
 /// The compiler's version of the plain loop inserted values one by one.
 #[inline(always)]
-fn interleave<const N: usize>(vals: &[[f32; N]; OUT], row: &mut [[f32; OUT]; N], avx: bool) {
+pub(super) fn interleave<const N: usize>(
+    vals: &[[f32; N]; OUT],
+    row: &mut [[f32; OUT]; N],
+    avx: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if avx && N.is_multiple_of(8) {
         // SAFETY: `avx` is set only on the AVX2 and AVX-512 paths, selected after detection.

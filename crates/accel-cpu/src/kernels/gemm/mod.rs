@@ -554,12 +554,33 @@ pub fn gemm_panel(
     ldc: usize,
     ep: Epilogue,
 ) {
+    gemm_panel_rows(a, 0..a.m, b_panel, cols, c, ldc, ep)
+}
+
+/// [`gemm_panel`] for rows `rows` of A and C only (C still indexed from row 0), so that
+/// tasks can share one product by rows. `rows.start` is a multiple of [`Blocking::mr`] and
+/// `rows.end` one too, or `m`.
+pub fn gemm_panel_rows(
+    a: &PackedA,
+    rows: std::ops::Range<usize>,
+    b_panel: &[f32],
+    cols: usize,
+    c: &mut [f32],
+    ldc: usize,
+    ep: Epilogue,
+) {
     let isa = isa::active();
     let Blocking { mr, nr } = Blocking::of(isa);
     assert_eq!(a.mr, mr, "gemm: A was packed for another ISA");
     assert!(cols <= nr, "gemm: more columns than a panel holds");
     assert!(b_panel.len() >= a.k * nr, "gemm: B panel too short");
-    if a.m == 0 || cols == 0 {
+    assert!(
+        rows.start.is_multiple_of(mr)
+            && (rows.end.is_multiple_of(mr) || rows.end == a.m)
+            && rows.end <= a.m,
+        "gemm: rows {rows:?} do not start and end on row tiles"
+    );
+    if rows.is_empty() || cols == 0 {
         return;
     }
     check_c(a.m, cols, c, ldc, &ep);
@@ -569,7 +590,7 @@ pub fn gemm_panel(
         b_rows: None,
         col0: 0,
         cols,
-        tiles: 0..a.m.div_ceil(mr),
+        tiles: rows.start / mr..rows.end.div_ceil(mr),
         c: SyncPtr(c.as_mut_ptr()),
         ldc,
         ep,
