@@ -265,8 +265,18 @@ impl Rows<'_> {
                     }
                 }
                 let n = PX512.min(ow - x0);
+                // Lanes of each half that lie inside the row: a masked store for the last
+                // block (copying it out of a stack array was a memmove call per block and
+                // channel, a quarter of the CRNN stem's time).
+                let mask = |half: usize| -> __mmask16 {
+                    match n.saturating_sub(half * PX) {
+                        0 => 0,
+                        k if k >= PX => 0xffff,
+                        k => (1u16 << k) - 1,
+                    }
+                };
                 for (q, a) in acc.iter().enumerate().take(planes) {
-                    let mut lane = [0.0f32; PX512];
+                    let dst = &mut out[(q * oh + oy) * ow + x0..][..n];
                     for (half, &v) in a.iter().enumerate() {
                         // ReLU and Clip on the way out; max/min take the second operand when
                         // one is NaN, so `v` goes second and NaN stays NaN.
@@ -278,10 +288,12 @@ impl Rows<'_> {
                             ),
                             _ => v,
                         };
-                        // SAFETY: lane holds 32 floats and half * 16 + 16 <= 32.
-                        unsafe { _mm512_storeu_ps(lane.as_mut_ptr().add(half * PX), v) };
+                        // SAFETY: dst holds n floats; the mask selects the lanes of this half
+                        // below n, and a masked store touches no other lane.
+                        unsafe {
+                            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(half * PX), mask(half), v)
+                        };
                     }
-                    out[(q * oh + oy) * ow + x0..][..n].copy_from_slice(&lane[..n]);
                 }
             }
         }
