@@ -149,7 +149,7 @@ type OpCase = (
 /// Depthwise 3x3 (U-Net encoder), a small-k pointwise conv (U-Net block_1_expand), the
 /// CRNN's convs (conv2 by implicit GEMM, the stem by the direct kernel), the U-Net's
 /// stride-2 stem (direct, phase rows) and the CRNN's
-/// bidirectional LSTM (input GEMM + recurrence), as whole operators.
+/// bidirectional LSTMs (input GEMM + recurrence), as whole operators.
 fn operators(c: &mut Criterion) {
     let mut group = c.benchmark_group("op");
     let cases: Vec<OpCase> = vec![
@@ -246,6 +246,23 @@ fn operators(c: &mut Criterion) {
                 ("b", vec![2, 1024]),
             ],
             2 * 2 * 87 * 512 * (64 + 128),
+        ),
+        (
+            "crnn_bilstm2_h64_in256_seq87",
+            Op::Lstm(Lstm {
+                hidden_size: 64,
+                direction: Direction::Bidirectional,
+                clip: None,
+                input_forget: false,
+                layout: 0,
+            }),
+            vec![87, 1, 256],
+            vec![
+                ("w", vec![2, 256, 256]),
+                ("r", vec![2, 256, 64]),
+                ("b", vec![2, 512]),
+            ],
+            2 * 2 * 87 * 256 * (256 + 64),
         ),
     ];
     for (name, op, x, consts, flops) in cases {
