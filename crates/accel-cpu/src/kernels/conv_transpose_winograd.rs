@@ -22,7 +22,7 @@
 
 use super::gemm::{Blocking, Epilogue, PackedA, gemm_panel_rows};
 use super::interleave::split_pairs;
-use super::winograd::interleave;
+use super::winograd::{Segment, interleave, segments};
 use super::{SyncPtr, activation};
 use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
@@ -336,35 +336,6 @@ impl Geometry {
     }
 }
 
-/// A block's run of tiles within one tile row: tile row, first tile, tiles, first lane.
-#[derive(Clone, Copy, Default)]
-struct Segment {
-    ty: usize,
-    tx: usize,
-    len: usize,
-    lane: usize,
-}
-
-/// The segments of block `b` (lanes b * N ..), at most N; returns how many.
-fn segments<const N: usize>(geo: &Geometry, b: usize, segs: &mut [Segment; N]) -> usize {
-    let (total, per_row) = (geo.lanes(), geo.tiles[1]);
-    let (first, end) = (b * N, ((b + 1) * N).min(total));
-    let (mut l, mut count) = (first, 0);
-    while l < end {
-        let (ty, tx) = (l / per_row, l % per_row);
-        let len = (per_row - tx).min(end - l);
-        segs[count] = Segment {
-            ty,
-            tx,
-            len,
-            lane: l - first,
-        };
-        count += 1;
-        l += len;
-    }
-    count
-}
-
 /// One image's blocks of tiles.
 struct Blocks<'a> {
     w: &'a PhaseWinograd,
@@ -407,7 +378,7 @@ impl Blocks<'_> {
         avx: bool,
     ) {
         let mut segs = [Segment::default(); N];
-        let count = segments::<N>(self.geo, b, &mut segs);
+        let count = segments::<N>(self.geo.tiles, b, &mut segs);
         let segs = &segs[..count];
         let lanes = segs.iter().map(|s| s.len).sum::<usize>();
         let (ic, oc) = (self.w.in_channels, self.w.out_channels);

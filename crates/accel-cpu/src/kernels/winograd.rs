@@ -4,10 +4,12 @@
 //! `U = G g G^T` is the transformed 3x3 filter and `V = B^T d B` the transformed 6x6 input
 //! tile: 36 multiplies instead of 144. Summed over input channels, the 36 elementwise
 //! products become 36 GEMMs `U[pos] (out x in) · V[pos] (in x tiles)`. The U matrices are
-//! transformed and packed once at compile time. At run time the tiles are cut into blocks of
-//! one B panel (`nr` tiles along a tile row); each block goes through input transform, 36
-//! one-panel GEMMs and output transform (bias, activation and residual included) while its
-//! buffers are hot in L2.
+//! transformed and packed once at compile time. At run time the tiles, in raster order, are
+//! cut into blocks of one B panel (`nr` tiles, running on into the next tile row where one
+//! ends); each block goes through input transform, 36 one-panel GEMMs and output transform
+//! (bias, activation and residual included) while its buffers are hot in L2. (Blocks within
+//! one tile row left a third of each AVX-512 panel empty on the CRNN's conv2, whose rows
+//! hold 44 tiles.)
 //!
 //! The input is first copied into zero-bordered planes whose rows are split into 4 column
 //! phases (padded column x at phase x % 4, position x / 4): tile t's value at column c of
@@ -69,8 +71,9 @@ impl Winograd {
             .then(|| Winograd::new(w, oc, ic))
     }
 
-    /// Whether this output is wide enough that a tile row fills most of a B panel; narrower
-    /// ones would waste most of each GEMM.
+    /// Whether this output is wide enough that a tile row fills most of a B panel: the
+    /// transforms cost more than a GEMM saves where rows are short (blocks across rows then
+    /// gather each value from several runs).
     pub fn fits(&self, rw: &ResolvedWindow) -> bool {
         let (nr, tiles_per_row) = (Blocking::active().nr, rw.output[1].div_ceil(OUT));
         rw.kernel == [3, 3]
@@ -129,8 +132,7 @@ impl Winograd {
         let (oh, ow) = (rw.output[0], rw.output[1]);
         let nr = Blocking::active().nr;
         let tiles = [oh.div_ceil(OUT), ow.div_ceil(OUT)];
-        let panels_per_row = tiles[1].div_ceil(nr);
-        let phases = PhasePlanes::new(tiles, panels_per_row * nr);
+        let phases = PhasePlanes::new(tiles);
         assert_eq!(
             out.len(),
             self.out_channels * oh * ow,
@@ -148,13 +150,12 @@ impl Winograd {
             phases,
             out_hw: [oh, ow],
             tiles,
-            panels_per_row,
             bias,
             act,
             residual,
             out: SyncPtr(out.as_mut_ptr()),
         };
-        let blocks = tiles[0] * panels_per_row;
+        let blocks = (tiles[0] * tiles[1]).div_ceil(nr);
         let isa = isa::active();
         let task = |b: usize, buf: &mut (Scratch, Scratch)| match isa {
             #[cfg(target_arch = "x86_64")]
@@ -177,8 +178,9 @@ impl Winograd {
 }
 
 /// The geometry of the zero-bordered, 4-phase-split input planes: `rows` padded rows per
-/// channel, each 4 phase rows of `width` values. `width` covers every lane of the last B
-/// panel of a row reading at position t + 1.
+/// channel, each 4 phase rows of `width` values. `width` covers every tile of a row reading
+/// at position t + 1; gathered chunks may read up to CHUNK values past a run's end, into the
+/// next phase row or the slack after the last one.
 #[derive(Clone, Copy)]
 struct PhasePlanes {
     rows: usize,
@@ -186,10 +188,10 @@ struct PhasePlanes {
 }
 
 impl PhasePlanes {
-    fn new(tiles: [usize; 2], lanes_per_row: usize) -> PhasePlanes {
+    fn new(tiles: [usize; 2]) -> PhasePlanes {
         PhasePlanes {
             rows: tiles[0] * OUT + 2,
-            width: lanes_per_row + 1,
+            width: tiles[1] + 1,
         }
     }
 
@@ -215,7 +217,9 @@ impl PhasePlanes {
         let (pt, pl) = (rw.pads_begin[0], rw.pads_begin[1]);
         let rows = ih.min(self.rows.saturating_sub(pt));
         let cols = iw.min((OUT * self.width).saturating_sub(pl));
-        let data = buf.reset_for_overwrite(channels * self.channel_len());
+        let data = buf.reset_for_overwrite(channels * self.channel_len() + CHUNK);
+        data[channels * self.channel_len()..].fill(0.0);
+        let planes = &mut data[..channels * self.channel_len()];
         // Row by row, zeros first: the row is then hot when its values overwrite them.
         let width = self.width;
         let fill_channel = |(c, plane): (usize, &mut [f32])| {
@@ -229,11 +233,13 @@ impl PhasePlanes {
             }
         };
         if rayon::current_num_threads() > 1 && channels > 1 {
-            data.par_chunks_exact_mut(self.channel_len())
+            planes
+                .par_chunks_exact_mut(self.channel_len())
                 .enumerate()
                 .for_each(fill_channel);
         } else {
-            data.chunks_exact_mut(self.channel_len())
+            planes
+                .chunks_exact_mut(self.channel_len())
                 .enumerate()
                 .for_each(fill_channel);
         }
@@ -264,14 +270,53 @@ fn split_row(src: &[f32], left: usize, width: usize, dst: &mut [f32]) {
     }
 }
 
-/// The blocks of one image: block b is tile row b / panels_per_row, panel b % panels_per_row.
+/// A block's run of tiles within one tile row: tile row, first tile, tiles, first lane.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Segment {
+    pub ty: usize,
+    pub tx: usize,
+    pub len: usize,
+    pub lane: usize,
+}
+
+/// The segments of block `b` (lanes b * N ..) of a `tiles[0]` x `tiles[1]` grid of tiles in
+/// raster order, at most N; returns how many.
+pub(super) fn segments<const N: usize>(
+    tiles: [usize; 2],
+    b: usize,
+    segs: &mut [Segment; N],
+) -> usize {
+    let (total, per_row) = (tiles[0] * tiles[1], tiles[1]);
+    let (first, end) = (b * N, ((b + 1) * N).min(total));
+    let (mut l, mut count) = (first, 0);
+    while l < end {
+        let (ty, tx) = (l / per_row, l % per_row);
+        let len = (per_row - tx).min(end - l);
+        segs[count] = Segment {
+            ty,
+            tx,
+            len,
+            lane: l - first,
+        };
+        count += 1;
+        l += len;
+    }
+    count
+}
+
+/// Lanes copied at a time where a block's window values are gathered from several runs: a
+/// fixed size compiles to vector moves, where a run's own length was a memmove call.
+const CHUNK: usize = 8;
+/// Room for N lanes plus a chunk that runs past them.
+const GATHER: usize = 64;
+
+/// The blocks of one image: block b is the tiles b * N .. in raster order.
 struct Blocks<'a> {
     w: &'a Winograd,
     input: &'a [f32],
     phases: PhasePlanes,
     out_hw: [usize; 2],
     tiles: [usize; 2],
-    panels_per_row: usize,
     bias: &'a [f32],
     act: Option<Activation>,
     residual: Option<&'a [f32]>,
@@ -296,14 +341,28 @@ impl Blocks<'_> {
     /// M[pos] = U[pos] · V[pos], then A^T M A into the output. `buf` holds V and M.
     #[inline(always)]
     fn block<const N: usize>(&self, b: usize, (v_buf, m_buf): &mut (Scratch, Scratch), avx: bool) {
-        let (ty, tx0) = (b / self.panels_per_row, b % self.panels_per_row * N);
-        let lanes = N.min(self.tiles[1] - tx0);
+        const { assert!(N + CHUNK <= GATHER) };
+        let mut segs = [Segment::default(); N];
+        let count = segments::<N>(self.tiles, b, &mut segs);
+        let segs = &segs[..count];
+        let lanes = segs.iter().map(|s| s.len).sum::<usize>();
         let (ic, oc) = (self.w.in_channels, self.w.out_channels);
         let v = v_buf.reset_for_overwrite(POS * panel_stride::<N>(ic));
         // Transform buffers, every value overwritten per channel: zeroed once per block.
         let mut rows = [[[0.0f32; N]; TILE]; TILE];
-        for c in 0..ic {
-            self.input_transform::<N>(c, ty * OUT, tx0, &mut rows, v);
+        match segs {
+            // N tiles of one row: read straight from the phase rows.
+            [s] if s.len == N => {
+                for c in 0..ic {
+                    self.input_transform::<N>(c, s.ty * OUT, s.tx, &mut rows, v);
+                }
+            }
+            _ => {
+                let mut gathered = [[0.0f32; GATHER]; TILE];
+                for c in 0..ic {
+                    self.input_transform_gathered::<N>(c, segs, &mut gathered, &mut rows, v);
+                }
+            }
         }
         // M is [oc][pos][N], so that the output transform reads one channel's 36 rows
         // together (as [pos][oc][N] they were 4 KB apart, all in one set of L1).
@@ -323,7 +382,7 @@ impl Blocks<'_> {
         let mut tile = [[[0.0f32; N]; OUT]; OUT];
         for o in 0..oc {
             output_transform::<N>(m, o, &mut sums, &mut tile);
-            self.store(o, [ty, tx0, lanes], &mut tile, avx);
+            self.store(o, segs, &mut tile, avx);
         }
     }
 
@@ -339,7 +398,6 @@ impl Blocks<'_> {
         v: &mut [f32],
     ) {
         let p = self.phases;
-        let ic = self.w.in_channels;
         // Along each padded row first: t[r][k] = sum over the window's columns.
         for (r, tr) in t.iter_mut().enumerate() {
             let row = p.at(c, y0 + r, 0) + tx0;
@@ -351,7 +409,19 @@ impl Blocks<'_> {
                 [o0, o1, o2, o3, o4, o5],
             );
         }
-        // Then down the columns: V[i][k] from t[0..6][k], straight into the panels.
+        self.transform_columns::<N>(c, t, v);
+    }
+
+    /// The second pass of the input transform: V[i][k] = B^T t[0..6][k], straight into row
+    /// c of the 36 B panels in `v`.
+    #[inline(always)]
+    fn transform_columns<const N: usize>(
+        &self,
+        c: usize,
+        t: &[[[f32; N]; TILE]; TILE],
+        v: &mut [f32],
+    ) {
+        let ic = self.w.in_channels;
         #[allow(clippy::needless_range_loop)] // k picks a column of all six rows of t
         for k in 0..TILE {
             let at = |i: usize| (i * TILE + k) * panel_stride::<N>(ic) + c * N;
@@ -374,24 +444,57 @@ impl Blocks<'_> {
         }
     }
 
-    /// Writes output channel o's tiles of this block (tile row, first tile, tiles):
-    /// act(tile + bias) + residual, clipped to the output. `avx`: AVX is available.
+    /// [`Self::input_transform`] for a block whose tiles lie in several runs (`segs`):
+    /// each window column's N lanes are first gathered into `g`, CHUNK values at a time (a
+    /// chunk past a run's end is overwritten by the next run's, or lies past the N lanes).
+    #[inline(always)]
+    fn input_transform_gathered<const N: usize>(
+        &self,
+        c: usize,
+        segs: &[Segment],
+        g: &mut [[f32; GATHER]; TILE],
+        t: &mut [[[f32; N]; TILE]; TILE],
+        v: &mut [f32],
+    ) {
+        let p = self.phases;
+        for (r, tr) in t.iter_mut().enumerate() {
+            for (col, gc) in g.iter_mut().enumerate() {
+                for s in segs {
+                    // Window column col of tile tx is phase col % 4 at position tx + col / 4.
+                    let at = p.at(c, s.ty * OUT + r, col % OUT) + s.tx + col / OUT;
+                    for k in (0..s.len).step_by(CHUNK) {
+                        gc[s.lane + k..][..CHUNK].copy_from_slice(&self.input[at + k..][..CHUNK]);
+                    }
+                }
+            }
+            let d = |col: usize| -> &[f32; N] { g[col][..N].try_into().expect("N lanes") };
+            let [o0, o1, o2, o3, o4, o5] = tr;
+            bt(
+                [d(0), d(1), d(2), d(3), d(4), d(5)],
+                [o0, o1, o2, o3, o4, o5],
+            );
+        }
+        self.transform_columns::<N>(c, t, v);
+    }
+
+    /// Writes output channel o's tiles of this block (its runs `segs`): act(tile + bias) +
+    /// residual, clipped to the output. `avx`: AVX is available.
     #[inline(always)]
     fn store<const N: usize>(
         &self,
         o: usize,
-        block: [usize; 3],
+        segs: &[Segment],
         tile: &mut [[[f32; N]; OUT]; OUT],
         avx: bool,
     ) {
         use activation::{clip, relu, sigmoid_fast};
         match self.act {
-            None => self.store_with(o, block, tile, avx, |v| v),
-            Some(Activation::Relu) => self.store_with(o, block, tile, avx, relu),
+            None => self.store_with(o, segs, tile, avx, |v| v),
+            Some(Activation::Relu) => self.store_with(o, segs, tile, avx, relu),
             Some(Activation::Clip { min, max }) => {
-                self.store_with(o, block, tile, avx, |v| clip(v, min, max))
+                self.store_with(o, segs, tile, avx, |v| clip(v, min, max))
             }
-            Some(Activation::Sigmoid) => self.store_with(o, block, tile, avx, sigmoid_fast),
+            Some(Activation::Sigmoid) => self.store_with(o, segs, tile, avx, sigmoid_fast),
         }
     }
 
@@ -400,38 +503,47 @@ impl Blocks<'_> {
     fn store_with<const N: usize>(
         &self,
         o: usize,
-        [ty, tx0, lanes]: [usize; 3],
+        segs: &[Segment],
         tile: &mut [[[f32; N]; OUT]; OUT],
         avx: bool,
         act: impl Fn(f32) -> f32,
     ) {
         let [oh, ow] = self.out_hw;
         let bias = self.bias[o];
-        let x0 = tx0 * OUT;
-        let width = (lanes * OUT).min(ow - x0);
         // One flat pass, which vectorizes; fused into the interleave it did not.
         for v in tile.as_flattened_mut().as_flattened_mut() {
             *v = act(*v + bias);
         }
-        for (a, tile_row) in tile.iter().enumerate().take(oh - ty * OUT) {
-            let at = (o * oh + ty * OUT + a) * ow + x0;
-            // SAFETY: this block owns output columns x0 .. x0 + width of rows
-            // ty*4 .. ty*4 + 4 of every channel (its tiles), and at + width <= (o * oh + row
-            // + 1) * ow is inside the output (`run` checked its size).
-            let dst = unsafe { std::slice::from_raw_parts_mut(self.out.get().add(at), width) };
-            if width == N * OUT {
-                // SAFETY: dst holds exactly N * 4 f32s.
-                let dst = unsafe { &mut *dst.as_mut_ptr().cast::<[[f32; OUT]; N]>() };
-                interleave(tile_row, dst, avx);
-            } else {
-                let mut row = [[0.0f32; OUT]; N];
-                interleave(tile_row, &mut row, avx);
-                dst.copy_from_slice(&row.as_flattened()[..width]);
-            }
-            if let Some(r) = self.residual {
-                dst.iter_mut()
-                    .zip(&r[at..at + width])
-                    .for_each(|(v, &r)| *v += r);
+        let mut row = [[0.0f32; OUT]; N];
+        for (a, tile_row) in tile.iter().enumerate() {
+            for s in segs {
+                let y = s.ty * OUT + a;
+                if y >= oh {
+                    continue;
+                }
+                let x0 = s.tx * OUT;
+                let width = (s.len * OUT).min(ow - x0);
+                let at = (o * oh + y) * ow + x0;
+                // SAFETY: this block alone writes its tiles' outputs: columns x0 .. x0 +
+                // width of row y of every channel, and at + width <= (o * oh + y + 1) * ow
+                // lies inside the output (`run` checked its size).
+                let dst = unsafe { std::slice::from_raw_parts_mut(self.out.get().add(at), width) };
+                if s.lane == 0 && width == N * OUT {
+                    // SAFETY: dst holds exactly N * 4 f32s.
+                    let dst = unsafe { &mut *dst.as_mut_ptr().cast::<[[f32; OUT]; N]>() };
+                    interleave(tile_row, dst, avx);
+                } else {
+                    // The block's lanes once per output row, then each run's part.
+                    if s.lane == segs[0].lane {
+                        interleave(tile_row, &mut row, avx);
+                    }
+                    dst.copy_from_slice(&row.as_flattened()[s.lane * OUT..][..width]);
+                }
+                if let Some(r) = self.residual {
+                    dst.iter_mut()
+                        .zip(&r[at..at + width])
+                        .for_each(|(v, &r)| *v += r);
+                }
             }
         }
     }
