@@ -8,7 +8,7 @@ use accel_core::ir::{
     Activation, AutoPad, Conv, ConvTranspose, Dim, Direction, Gemm, Graph, Lstm, Node, Op, Pool,
     ValueInfo, Window,
 };
-use accel_core::{Backend, CompileOptions, DType, Tensor};
+use accel_core::{Backend, CompileOptions, DType, Executable, Tensor};
 use accel_cpu::CpuBackend;
 use accel_tests::random_f32;
 use rand::RngExt;
@@ -66,6 +66,19 @@ fn check(what: &str, op: Op, x: Tensor, consts: Vec<(&str, Option<Tensor>)>, wan
         inputs,
         outputs: (0..outputs).map(|i| format!("y{i}")).collect(),
     };
+    check_graph(what, vec![node], x, consts, want);
+}
+
+/// Nodes reading input "x" (and constants) and writing outputs "y0", "y1", ..., compiled
+/// on the CPU backend with 1 and 2 threads, whose outputs must match `want`.
+fn check_graph(
+    what: &str,
+    nodes: Vec<Node>,
+    x: Tensor,
+    consts: Vec<(&str, Option<Tensor>)>,
+    want: Vec<Tensor>,
+) {
+    let outputs = want.len();
     let mut g = Graph {
         opset: 17,
         inputs: vec![ValueInfo::new(
@@ -80,7 +93,7 @@ fn check(what: &str, op: Op, x: Tensor, consts: Vec<(&str, Option<Tensor>)>, wan
                 shape: None,
             })
             .collect(),
-        nodes: vec![node.clone()],
+        nodes,
         ..Default::default()
     };
     for (n, t) in &consts {
@@ -107,7 +120,7 @@ fn check(what: &str, op: Op, x: Tensor, consts: Vec<(&str, Option<Tensor>)>, wan
                 let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
                 for (i, (a, b)) in g.iter().zip(&w).enumerate() {
                     assert!(
-                        (a - b).abs() <= 1e-4 * scale,
+                        (a - b).abs() <= 1e-4 * scale || (a.is_nan() && b.is_nan()),
                         "{what} ({threads} threads) output {o}[{i}]: {a} vs reference {b} (scale {scale})"
                     );
                 }
@@ -277,6 +290,181 @@ fn stem_conv_matches_reference_on_random_shapes() {
             wt.shape()
         );
         check_conv(&what, x, wt, bias, params);
+    }
+}
+
+/// A stem Conv (few input channels: the direct kernel) followed by a 2x2 MaxPool at stride
+/// 2, which the CPU backend takes into the conv where the direct kernel runs: odd and even
+/// sizes, every activation, NaN inputs (a NaN in a window wins), against conv then pool of
+/// the reference.
+#[test]
+fn stem_conv_with_max_pool_matches_reference() {
+    for case in 0..CASES {
+        // Every eighth case has one NaN, through a 1x1 conv so that it reaches one pixel of
+        // its pool window: the top left one, which a plain max would drop.
+        let nan = case % 8 == 7;
+        let (c, oc) = (rng_usize(1, 4), rng_usize(1, 37));
+        let k = if nan {
+            [1, 1]
+        } else {
+            [rng_usize(1, 4), rng_usize(1, 4)]
+        };
+        let p = if nan {
+            [0; 4]
+        } else {
+            [
+                rng_usize(0, 2),
+                rng_usize(0, 2),
+                rng_usize(0, 2),
+                rng_usize(0, 2),
+            ]
+        };
+        let (h, w) = (k[0] + 1 + rng_usize(0, 12), k[1] + 1 + rng_usize(0, 80));
+        let mut x = random_f32(&[rng_usize(1, 2), c, h, w], -1.0, 1.0);
+        if nan {
+            let mut v = x.to_f32_vec().unwrap();
+            let (y, xo) = (2 * rng_usize(0, h / 2 - 1), 2 * rng_usize(0, w / 2 - 1));
+            v[y * w + xo] = f32::NAN;
+            x = Tensor::from_vec(x.shape().to_vec(), v).unwrap();
+        }
+        let wt = random_f32(&[oc, c, k[0], k[1]], -1.0, 1.0);
+        let bias = Some(random_f32(&[oc], -1.0, 1.0));
+        let params = ConvParams {
+            kernel: k,
+            strides: [1, 1],
+            dilations: [1, 1],
+            pads: p,
+            group: 1,
+            activation: activation(),
+        };
+        let conv = tensor(reference::conv(
+            &nchw(&x),
+            wt.as_slice().unwrap(),
+            f32s(&bias),
+            oc,
+            &params,
+        ));
+        let want = max_pool_2x2(&conv);
+        let what = format!(
+            "stem Conv x{:?} w{:?} pads {p:?} + MaxPool 2x2",
+            x.shape(),
+            wt.shape()
+        );
+        let nodes = vec![
+            Node {
+                name: "conv".into(),
+                op: Op::Conv(Conv {
+                    window: window(k, [1, 1], [1, 1], p),
+                    group: 1,
+                    activation: params.activation,
+                }),
+                inputs: vec!["x".into(), "w".into(), "b".into()],
+                outputs: vec!["c".into()],
+            },
+            Node {
+                name: "pool".into(),
+                op: Op::MaxPool(Pool {
+                    window: window([2, 2], [2, 2], [1, 1], [0; 4]),
+                    ceil_mode: false,
+                    count_include_pad: false,
+                }),
+                inputs: vec!["c".into()],
+                outputs: vec!["y0".into()],
+            },
+        ];
+        check_graph(
+            &what,
+            nodes,
+            x,
+            vec![("w", Some(wt)), ("b", bias)],
+            vec![want],
+        );
+    }
+}
+
+/// MaxPool 2x2 at stride 2 by its definition, a NaN in a window giving NaN (as the CPU
+/// backend's pool does; the reference's comparisons skip NaN).
+fn max_pool_2x2(x: &Tensor) -> Tensor {
+    let [n, c, h, w] = nchw(x).shape;
+    let v = x.as_slice::<f32>().unwrap();
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = Vec::with_capacity(n * c * oh * ow);
+    for plane in v.chunks_exact(h * w) {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let at = |dy: usize, dx: usize| plane[(2 * y + dy) * w + 2 * xo + dx];
+                let window = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                out.push(if window.iter().any(|v| v.is_nan()) {
+                    f32::NAN
+                } else {
+                    window.into_iter().fold(f32::NEG_INFINITY, f32::max)
+                });
+            }
+        }
+    }
+    Tensor::from_vec(vec![n, c, oh, ow], out).unwrap()
+}
+
+/// The fusion above happens where the direct kernel runs (AVX2 or AVX-512), and not where
+/// the conv's output is read twice.
+#[test]
+fn max_pool_fuses_into_stem_conv_only_where_it_may() {
+    let direct = accel_cpu::isa::active() != accel_cpu::isa::Isa::Portable;
+    for second_reader in [false, true] {
+        let known = |s: &[usize]| -> Vec<Dim> { s.iter().map(|&d| Dim::Known(d)).collect() };
+        let mut nodes = vec![
+            Node {
+                name: "conv".into(),
+                op: Op::Conv(Conv {
+                    window: window([3, 3], [1, 1], [1, 1], [1; 4]),
+                    group: 1,
+                    activation: Some(Activation::Relu),
+                }),
+                inputs: vec!["x".into(), "w".into()],
+                outputs: vec!["c".into()],
+            },
+            Node {
+                name: "pool".into(),
+                op: Op::MaxPool(Pool {
+                    window: window([2, 2], [2, 2], [1, 1], [0; 4]),
+                    ceil_mode: false,
+                    count_include_pad: false,
+                }),
+                inputs: vec!["c".into()],
+                outputs: vec!["y".into()],
+            },
+        ];
+        let mut outputs = vec![ValueInfo::new("y", DType::F32, known(&[1, 8, 5, 10]))];
+        if second_reader {
+            nodes.push(Node {
+                name: "relu".into(),
+                op: Op::Unary(accel_core::ir::UnaryOp::Relu),
+                inputs: vec!["c".into()],
+                outputs: vec!["z".into()],
+            });
+            outputs.push(ValueInfo::new("z", DType::F32, known(&[1, 8, 10, 20])));
+        }
+        let mut g = Graph {
+            opset: 17,
+            inputs: vec![ValueInfo::new("x", DType::F32, known(&[1, 3, 10, 20]))],
+            outputs,
+            nodes,
+            ..Default::default()
+        };
+        g.constants
+            .insert("w".into(), Arc::new(random_f32(&[8, 3, 3, 3], -1.0, 1.0)));
+        let exe = accel_cpu::CpuExecutable::new(&g, 1, accel_core::Precision::F32).unwrap();
+        let fused = direct && !second_reader;
+        let steps = exe.step_names();
+        assert_eq!(
+            !steps.contains(&"pool"),
+            fused,
+            "steps {steps:?} (direct kernel: {direct}, conv read twice: {second_reader})"
+        );
+        let outs = exe
+            .run(&[random_f32(&[1, 3, 10, 20], -1.0, 1.0).view()])
+            .unwrap();
+        assert_eq!(outs[0].shape(), [1, 8, 5, 10]);
     }
 }
 

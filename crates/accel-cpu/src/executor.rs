@@ -183,6 +183,7 @@ impl CpuExecutable {
             });
         }
         fuse_residual_adds(graph, &mut steps, graph.inputs.len());
+        fuse_max_pools(graph, &mut steps);
         let outputs = graph
             .outputs
             .iter()
@@ -342,6 +343,12 @@ impl CpuExecutable {
             return None;
         }
         images::split_sizes(batch, self.image_pools.len())
+    }
+
+    /// The node each step runs, in order: a node another was fused into (a Conv that took
+    /// its residual Add or its MaxPool) stands for both.
+    pub fn step_names(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.node.name.as_str()).collect()
     }
 
     /// Bytes of compiled (packed) weights of the heavy operators; what f16 halves.
@@ -505,6 +512,60 @@ fn spatial_hw(graph: &Graph, name: &str) -> Option<[usize; 2]> {
         [_, _, h, w] => Some([h.known()?, w.known()?]),
         _ => None,
     }
+}
+
+/// Takes a 2x2 MaxPool at stride 2 into the Conv before it when the conv runs on the direct
+/// stem kernel and its output feeds only that pool ([`ConvKernel::fuse_max_pool`]): the
+/// CRNN's conv1 and pool1. The Conv step then writes the pool's output.
+fn fuse_max_pools(graph: &Graph, steps: &mut Vec<Step>) {
+    let mut producer: HashMap<usize, usize> = HashMap::new();
+    let mut uses: HashMap<usize, usize> = HashMap::new();
+    for (si, s) in steps.iter().enumerate() {
+        for v in s.outputs.iter().flatten() {
+            producer.insert(*v, si);
+        }
+        for slot in s.inputs.iter().flatten() {
+            if let Slot::Value(v) = slot {
+                *uses.entry(*v).or_default() += 1;
+            }
+        }
+    }
+    let mut removed = vec![false; steps.len()];
+    for t in 0..steps.len() {
+        let Op::MaxPool(pool) = &steps[t].node.op else {
+            continue;
+        };
+        let (Some(Some(Slot::Value(x))), 1) = (steps[t].inputs.first(), steps[t].inputs.len())
+        else {
+            continue;
+        };
+        let Some(&s) = producer.get(x) else { continue };
+        let conv_out = &steps[t].node.inputs[0];
+        let single_reader = uses.get(x) == Some(&1) && !graph.is_graph_output(conv_out);
+        if removed[s]
+            || !single_reader
+            || steps[s].outputs != [Some(*x)]
+            || steps[s].inputs.len() > 3
+        {
+            continue;
+        }
+        let pool = pool.clone();
+        let (outs, names) = (steps[t].outputs.clone(), steps[t].node.outputs.clone());
+        let conv = &mut steps[s];
+        let Kernel::Conv(k) = &mut conv.kernel else {
+            continue;
+        };
+        if k.fuse_max_pool(&pool) {
+            conv.outputs = outs;
+            conv.node.outputs = names;
+            removed[t] = true;
+        }
+    }
+    let mut i = 0;
+    steps.retain(|_| {
+        i += 1;
+        !removed[i - 1]
+    });
 }
 
 /// Packs weights for the heavy ops whose weights are constants.

@@ -1,7 +1,8 @@
 //! Conv: packed-GEMM convolution whose B panels are gathered from the input (a plain 1x1)
 //! or from a zero-bordered, stride-phase-split copy of it (k x k at any stride), with a
 //! general im2col for rows narrower than a panel; depthwise ones go to `depthwise`. Deep 3x3
-//! stride-1 convs on wide enough inputs go to Winograd F(4x4, 3x3) (`winograd`).
+//! stride-1 convs on wide enough inputs go to Winograd F(4x4, 3x3) (`winograd`). A stem
+//! conv (`conv_direct`) may take the 2x2 max pool after it into its epilogue.
 
 use super::conv_direct::DirectConv;
 use super::depthwise::depthwise;
@@ -9,7 +10,7 @@ use super::gemm::{Bias, Blocking, Epilogue, ImplicitB, PackedA, gemm_fill_b, gem
 use super::winograd::Winograd;
 use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output};
 use crate::scratch::Scratch;
-use accel_core::ir::{Conv, Node};
+use accel_core::ir::{AutoPad, Conv, Node, Pool};
 use accel_core::ops::spatial_2d;
 use accel_core::ops::{ResolvedWindow, resolve_window};
 use accel_core::{Error, Result, Tensor, TensorView};
@@ -30,6 +31,9 @@ pub struct ConvKernel {
     /// 3x3 stride-1 convs deep enough for it: the filters in the Winograd domain, used for
     /// inputs wide enough ([`Winograd::fits`]); `packed` serves the others.
     winograd: Option<Winograd>,
+    /// A following MaxPool (2x2 window, stride 2, no padding) taken into the direct kernel:
+    /// the output is the pooled one ([`ConvKernel::fuse_max_pool`]).
+    pool: Option<Pool>,
     bias: Vec<f32>,
     /// The implicit GEMM's row offsets for the last padded input size seen.
     offsets: Mutex<Option<TapOffsets>>,
@@ -112,9 +116,32 @@ impl ConvKernel {
             depthwise,
             direct,
             winograd,
+            pool: None,
             bias,
             offsets: Mutex::new(None),
         })
+    }
+
+    /// Takes MaxPool `pool` that reads this conv's output into the conv, if it is a 2x2
+    /// window at stride 2 without padding or dilation and this conv runs on the direct
+    /// kernel: each pair of output rows is then pooled while in registers, and the conv's
+    /// full-size output is never written (the CRNN's stem: 2.2 MB written and read back).
+    /// Every activation the conv may carry is non-decreasing, so it commutes with the max.
+    pub fn fuse_max_pool(&mut self, pool: &Pool) -> bool {
+        let w = &pool.window;
+        let ones = |v: &[usize]| v.iter().all(|&d| d == 1);
+        let fits = self.direct.is_some()
+            && self.kernel.len() == 2
+            && w.kernel_shape == [2, 2]
+            && w.strides == [2, 2]
+            && ones(&w.dilations)
+            && w.pads.iter().all(|&p| p == 0)
+            && w.auto_pad == AutoPad::NotSet
+            && !pool.ceil_mode;
+        if fits {
+            self.pool = Some(pool.clone());
+        }
+        fits
     }
 
     /// Holds the GEMM-packed weights as f16 from now on.
@@ -155,7 +182,18 @@ impl ConvKernel {
         let rw = resolve_window(&window, &in_hw, &kernel, false)
             .map_err(|e| Error::node(node, e.to_string()))?;
         let (oh, ow) = (rw.output[0], rw.output[1]);
-        Ok((image_shape(n, self.out_channels, [oh, ow], one_d), rw))
+        let out_hw = match &self.pool {
+            // The pool's own window resolution, so that an output too small for it fails as
+            // the MaxPool would.
+            Some(p) => {
+                let pooled = resolve_window(&p.window, &[oh, ow], &[2, 2], false).map_err(|e| {
+                    Error::node(node, format!("the fused 2x2 MaxPool after it: {e}"))
+                })?;
+                [pooled.output[0], pooled.output[1]]
+            }
+            None => [oh, ow],
+        };
+        Ok((image_shape(n, self.out_channels, out_hw, one_d), rw))
     }
 
     /// `residual`, when given, is added to the output last (a fused residual Add).
@@ -190,6 +228,12 @@ impl ConvKernel {
             }
             None => None,
         };
+        if self.pool.is_some() && residual.is_some() {
+            return Err(Error::node(
+                node,
+                "a conv with a fused MaxPool cannot also take a fused residual",
+            ));
+        }
         let Images {
             data: xv,
             n,
@@ -198,7 +242,7 @@ impl ConvKernel {
             ..
         } = float_input(node, &x)?;
         let plane_in = c * in_hw[0] * in_hw[1];
-        let plane_out = self.out_channels * rw.output[0] * rw.output[1];
+        let plane_out = shape.iter().skip(1).product::<usize>();
         // An empty output (a zero-sized axis) has nothing to compute.
         let n = if plane_out == 0 { 0 } else { n };
         if let (None, Some(d), true) = (&self.depthwise, &self.direct, n > 0) {
@@ -215,6 +259,7 @@ impl ConvKernel {
                         &rw,
                         &self.bias,
                         act,
+                        self.pool.is_some(),
                         ob,
                     );
                     if let Some(r) = residual {

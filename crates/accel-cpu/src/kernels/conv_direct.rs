@@ -85,7 +85,9 @@ impl DirectConv {
         self.weights.len() * 4
     }
 
-    /// One image: x [c, ih, iw] -> out [oc, oh, ow].
+    /// One image: x [c, ih, iw] -> out [oc, oh, ow], or with `pooled` the 2x2 max pool of
+    /// that at stride 2, [oc, oh / 2, ow / 2].
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         &self,
         x: &[f32],
@@ -93,10 +95,15 @@ impl DirectConv {
         rw: &ResolvedWindow,
         bias: &[f32],
         act: Option<Activation>,
+        pooled: bool,
         out: &mut [f32],
     ) {
         let [kh, kw] = self.kernel;
         let (oh, ow) = (rw.output[0], rw.output[1]);
+        let plane = if pooled { (oh / 2) * (ow / 2) } else { oh * ow };
+        if plane == 0 {
+            return;
+        }
         let (pt, pl) = (rw.pads_begin[0], rw.pads_begin[1]);
         let [sh, sw] = [rw.strides[0], rw.strides[1]];
         // Padded so every block of outputs, the last one included, reads inside it: a phase
@@ -121,18 +128,24 @@ impl DirectConv {
             bias,
             act,
         };
-        out[..self.out_channels * oh * ow]
-            .par_chunks_mut(OB * oh * ow)
+        out[..self.out_channels * plane]
+            .par_chunks_mut(OB * plane)
             .zip(self.weights.par_chunks(self.in_channels * kh * kw * OB))
             .enumerate()
-            .for_each(|(b, (o, w))| match isa {
+            .for_each(|(b, (o, w))| match (isa, pooled) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Isa::Avx512 is only selected after runtime detection of avx512f.
-                Isa::Avx512 => unsafe { job.block_avx512(b, w, o) },
+                (Isa::Avx512, false) => unsafe { job.block_avx512(b, w, o) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                (Isa::Avx512, true) => unsafe { job.block_pooled_avx512(b, w, o) },
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: Isa::Avx2Fma is only selected after runtime detection of avx2 and
                 // fma.
-                Isa::Avx2Fma => unsafe { job.block_avx2(b, w, o) },
+                (Isa::Avx2Fma, false) => unsafe { job.block_avx2(b, w, o) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                (Isa::Avx2Fma, true) => unsafe { job.block_pooled_avx2(b, w, o) },
                 _ => unreachable!(
                     "a DirectConv is only built for AVX-512F or AVX2 ({b}, {}, {})",
                     w.len(),
@@ -381,4 +394,172 @@ impl Rows<'_> {
             apply_slice(a, out);
         }
     }
+
+    /// [`Rows::block_avx512`] with the 2x2 max pool at stride 2 on the registers: output
+    /// rows 2y and 2y + 1 of each 32-pixel block are computed together (16 accumulators),
+    /// their maximum is taken, then that of each pair of columns, and 16 pooled values per
+    /// channel are stored. The activation comes after the max (they commute: every fused
+    /// activation is non-decreasing).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn block_pooled_avx512(&self, b: usize, w: &[f32], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let [oh, ow] = self.out_hw;
+        let (ph, pw) = (oh / 2, ow / 2);
+        let planes = out.len() / (ph * pw);
+        let bias: [f32; OB] =
+            std::array::from_fn(|q| self.bias.get(b * OB + q).copied().unwrap_or(0.0));
+        assert!(w.len() >= self.tap_offsets.len() * OB);
+        // Lane i of the pair of registers (pixels 0-15, 16-31) at 2i and 2i + 1.
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for py in 0..ph {
+            for x0 in (0..2 * pw).step_by(PX512) {
+                let mut acc: [[[__m512; 2]; 2]; OB] =
+                    std::array::from_fn(|q| [[_mm512_set1_ps(bias[q]); 2]; 2]);
+                let top = self.block_inputs(2 * py, x0, PX512).as_ptr();
+                let bottom = self.block_inputs(2 * py + 1, x0, PX512).as_ptr();
+                for (&off, taps) in self.tap_offsets.iter().zip(w.chunks_exact(OB)) {
+                    // SAFETY: 32 floats from every tap offset are inside both rows' inputs
+                    // (asserted in block_inputs).
+                    let v = unsafe {
+                        let (t, u) = (top.add(off), bottom.add(off));
+                        [
+                            [_mm512_loadu_ps(t), _mm512_loadu_ps(t.add(PX))],
+                            [_mm512_loadu_ps(u), _mm512_loadu_ps(u.add(PX))],
+                        ]
+                    };
+                    for (a, &tap) in acc.iter_mut().zip(taps) {
+                        let t = _mm512_set1_ps(tap);
+                        for (ar, vr) in a.iter_mut().zip(&v) {
+                            ar[0] = _mm512_fmadd_ps(t, vr[0], ar[0]);
+                            ar[1] = _mm512_fmadd_ps(t, vr[1], ar[1]);
+                        }
+                    }
+                }
+                // Pooled columns of this block that lie inside the output.
+                let n = (PX512 / 2).min(pw - x0 / 2);
+                let mask: __mmask16 = if n >= PX { 0xffff } else { (1u16 << n) - 1 };
+                for (q, a) in acc.iter().enumerate().take(planes) {
+                    let rows = [max_nan512(a[0][0], a[1][0]), max_nan512(a[0][1], a[1][1])];
+                    let pairs = max_nan512(
+                        _mm512_permutex2var_ps(rows[0], even, rows[1]),
+                        _mm512_permutex2var_ps(rows[0], odd, rows[1]),
+                    );
+                    // As in block_avx512: the value second, so NaN stays NaN.
+                    let v = match self.act {
+                        Some(Activation::Relu) => _mm512_max_ps(_mm512_setzero_ps(), pairs),
+                        Some(Activation::Clip { min, max }) => _mm512_min_ps(
+                            _mm512_set1_ps(max),
+                            _mm512_max_ps(_mm512_set1_ps(min), pairs),
+                        ),
+                        _ => pairs,
+                    };
+                    let dst = &mut out[(q * ph + py) * pw + x0 / 2..][..n];
+                    // SAFETY: dst holds n floats and the mask selects lanes below n.
+                    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, v) };
+                }
+            }
+        }
+        if let Some(a @ Activation::Sigmoid) = self.act {
+            apply_slice(a, out);
+        }
+    }
+
+    /// [`Rows::block_pooled_avx512`] with AVX2: 8-pixel blocks (two rows of four channels
+    /// fill 8 of the 16 ymm registers), 4 pooled values per channel.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn block_pooled_avx2(&self, b: usize, w: &[f32], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        const PX8: usize = 8;
+        let [oh, ow] = self.out_hw;
+        let (ph, pw) = (oh / 2, ow / 2);
+        let planes = out.len() / (ph * pw);
+        let bias: [f32; OB] =
+            std::array::from_fn(|q| self.bias.get(b * OB + q).copied().unwrap_or(0.0));
+        assert!(w.len() >= self.tap_offsets.len() * OB);
+        for py in 0..ph {
+            for x0 in (0..2 * pw).step_by(PX8) {
+                let mut acc: [[__m256; 2]; OB] = std::array::from_fn(|q| {
+                    let b = _mm256_set1_ps(bias[q]);
+                    [b, b]
+                });
+                let top = self.block_inputs(2 * py, x0, PX8).as_ptr();
+                let bottom = self.block_inputs(2 * py + 1, x0, PX8).as_ptr();
+                for (&off, taps) in self.tap_offsets.iter().zip(w.chunks_exact(OB)) {
+                    // SAFETY: 8 floats from every tap offset are inside both rows' inputs
+                    // (asserted in block_inputs).
+                    let (t, u) = unsafe {
+                        (
+                            _mm256_loadu_ps(top.add(off)),
+                            _mm256_loadu_ps(bottom.add(off)),
+                        )
+                    };
+                    for (a, &tap) in acc.iter_mut().zip(taps) {
+                        let k = _mm256_set1_ps(tap);
+                        a[0] = _mm256_fmadd_ps(k, t, a[0]);
+                        a[1] = _mm256_fmadd_ps(k, u, a[1]);
+                    }
+                }
+                let n = (PX8 / 2).min(pw - x0 / 2);
+                for (q, a) in acc.iter().enumerate().take(planes) {
+                    let rows = max_nan256(a[0], a[1]);
+                    // Columns 0 2 0 2 | 4 6 4 6 and 1 3 1 3 | 5 7 5 7; their max has the
+                    // four pooled values in lanes 0, 1, 4 and 5.
+                    let pairs = max_nan256(
+                        _mm256_shuffle_ps::<0b10_00_10_00>(rows, rows),
+                        _mm256_shuffle_ps::<0b11_01_11_01>(rows, rows),
+                    );
+                    let pairs = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                        _mm256_castps_pd(pairs),
+                    ));
+                    let v = match self.act {
+                        Some(Activation::Relu) => _mm256_max_ps(_mm256_setzero_ps(), pairs),
+                        Some(Activation::Clip { min, max }) => _mm256_min_ps(
+                            _mm256_set1_ps(max),
+                            _mm256_max_ps(_mm256_set1_ps(min), pairs),
+                        ),
+                        _ => pairs,
+                    };
+                    let mut lanes = [0.0f32; PX8];
+                    // SAFETY: lanes holds 8 floats.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+                    let dst = &mut out[(q * ph + py) * pw + x0 / 2..][..n];
+                    for (d, &l) in dst.iter_mut().zip(&lanes) {
+                        *d = l;
+                    }
+                }
+            }
+        }
+        if let Some(a @ Activation::Sigmoid) = self.act {
+            apply_slice(a, out);
+        }
+    }
+}
+
+/// max(a, b) that is NaN where either is (max_ps returns its second operand when one is NaN).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn max_nan512(
+    a: std::arch::x86_64::__m512,
+    b: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let m = _mm512_max_ps(a, b);
+    _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a), a)
+}
+
+/// [`max_nan512`] for AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+fn max_nan256(
+    a: std::arch::x86_64::__m256,
+    b: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let m = _mm256_max_ps(a, b);
+    _mm256_blendv_ps(m, a, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a))
 }
