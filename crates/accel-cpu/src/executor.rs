@@ -434,11 +434,8 @@ fn per_image(
 /// Most inputs (and largest rank) [`per_image`] takes.
 const PER_IMAGE_MAX: usize = 8;
 
-/// Folds `Add(conv_out, skip)` into the Conv's epilogue (`act(conv + bias) + skip`) when the
-/// Conv's output feeds only that Add, the skip input exists before the Conv runs, and both
-/// have the same (inferred) shape: MobileNetV2's residual blocks. The Conv step then reads
-/// the skip value as its input 3 and writes the Add's output.
-fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>, num_inputs: usize) {
+/// Per value, the step that writes it and how many step inputs read it.
+fn producers_and_uses(steps: &[Step]) -> (HashMap<usize, usize>, HashMap<usize, usize>) {
     let mut producer: HashMap<usize, usize> = HashMap::new();
     let mut uses: HashMap<usize, usize> = HashMap::new();
     for (si, s) in steps.iter().enumerate() {
@@ -451,6 +448,24 @@ fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>, num_inputs: usize) {
             }
         }
     }
+    (producer, uses)
+}
+
+/// Drops the steps marked in `removed` (fused into another).
+fn remove_steps(steps: &mut Vec<Step>, removed: &[bool]) {
+    let mut i = 0;
+    steps.retain(|_| {
+        i += 1;
+        !removed[i - 1]
+    });
+}
+
+/// Folds `Add(conv_out, skip)` into the Conv's epilogue (`act(conv + bias) + skip`) when the
+/// Conv's output feeds only that Add, the skip input exists before the Conv runs, and both
+/// have the same (inferred) shape: MobileNetV2's residual blocks. The Conv step then reads
+/// the skip value as its input 3 and writes the Add's output.
+fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>, num_inputs: usize) {
+    let (producer, uses) = producers_and_uses(steps);
     let same_f32_shape = |a: &str, b: &str| match (graph.value_type(a), graph.value_type(b)) {
         (Some(x), Some(y)) => {
             x.dtype == DType::F32
@@ -499,11 +514,7 @@ fn fuse_residual_adds(graph: &Graph, steps: &mut Vec<Step>, num_inputs: usize) {
             }
         }
     }
-    let mut i = 0;
-    steps.retain(|_| {
-        i += 1;
-        !removed[i - 1]
-    });
+    remove_steps(steps, &removed);
 }
 
 /// The last two axes of a rank-4 value, where the graph fixes them.
@@ -518,18 +529,7 @@ fn spatial_hw(graph: &Graph, name: &str) -> Option<[usize; 2]> {
 /// stem kernel and its output feeds only that pool ([`ConvKernel::fuse_max_pool`]): the
 /// CRNN's conv1 and pool1. The Conv step then writes the pool's output.
 fn fuse_max_pools(graph: &Graph, steps: &mut Vec<Step>) {
-    let mut producer: HashMap<usize, usize> = HashMap::new();
-    let mut uses: HashMap<usize, usize> = HashMap::new();
-    for (si, s) in steps.iter().enumerate() {
-        for v in s.outputs.iter().flatten() {
-            producer.insert(*v, si);
-        }
-        for slot in s.inputs.iter().flatten() {
-            if let Slot::Value(v) = slot {
-                *uses.entry(*v).or_default() += 1;
-            }
-        }
-    }
+    let (producer, uses) = producers_and_uses(steps);
     let mut removed = vec![false; steps.len()];
     for t in 0..steps.len() {
         let Op::MaxPool(pool) = &steps[t].node.op else {
@@ -561,11 +561,7 @@ fn fuse_max_pools(graph: &Graph, steps: &mut Vec<Step>) {
             removed[t] = true;
         }
     }
-    let mut i = 0;
-    steps.retain(|_| {
-        i += 1;
-        !removed[i - 1]
-    });
+    remove_steps(steps, &removed);
 }
 
 /// Packs weights for the heavy ops whose weights are constants.
