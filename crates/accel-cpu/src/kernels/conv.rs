@@ -7,6 +7,7 @@
 use super::conv_direct::DirectConv;
 use super::depthwise::depthwise;
 use super::gemm::{Bias, Blocking, Epilogue, ImplicitB, PackedA, gemm_fill_b, gemm_implicit};
+use super::pool::max_pool_2x2_planes;
 use super::winograd::Winograd;
 use super::{Images, check_out_len, float_input, image_dims, image_shape, new_output};
 use crate::scratch::Scratch;
@@ -123,15 +124,15 @@ impl ConvKernel {
     }
 
     /// Takes MaxPool `pool` that reads this conv's output into the conv, if it is a 2x2
-    /// window at stride 2 without padding or dilation and this conv runs on the direct
-    /// kernel: each pair of output rows is then pooled while in registers, and the conv's
-    /// full-size output is never written (the CRNN's stem: 2.2 MB written and read back).
-    /// Every activation the conv may carry is non-decreasing, so it commutes with the max.
+    /// window at stride 2 without padding or dilation. The direct kernel pools each pair of
+    /// output rows and the Winograd kernel each 4x4 tile while they are in registers, so
+    /// the conv's full-size output is never written (the CRNN's conv1 and conv2: 2.2 and
+    /// 1.1 MB written and read back); other paths write it to scratch and pool that. Every
+    /// activation the conv may carry is non-decreasing, so it commutes with the max.
     pub fn fuse_max_pool(&mut self, pool: &Pool) -> bool {
         let w = &pool.window;
         let ones = |v: &[usize]| v.iter().all(|&d| d == 1);
-        let fits = self.direct.is_some()
-            && self.kernel.len() == 2
+        let fits = self.kernel.len() == 2
             && w.kernel_shape == [2, 2]
             && w.strides == [2, 2]
             && ones(&w.dilations)
@@ -269,24 +270,59 @@ impl ConvKernel {
                 });
             return Ok(());
         }
-        for b in 0..n {
-            let xb = &xv[b * plane_in..(b + 1) * plane_in];
-            let ob = &mut out[b * plane_out..(b + 1) * plane_out];
-            let rb = residual.map(|r| &r[b * plane_out..(b + 1) * plane_out]);
-            // (The direct kernel took every image above.)
-            match (&self.depthwise, &self.winograd) {
-                (Some(w), _) => {
-                    let act = self.attrs.activation;
-                    depthwise(xb, w, &self.bias, ob, c, in_hw, &rw, act, rb)
-                }
-                (None, Some(w)) if w.fits(&rw) => {
-                    let act = self.attrs.activation;
-                    w.run(xb, in_hw, &rw, &self.bias, act, rb, ob)
-                }
-                _ => self.grouped_gemm(xb, ob, rb, in_hw, &rw),
+        let images = Images {
+            data: xv,
+            n,
+            c,
+            hw: in_hw,
+        };
+        match (&self.pool, &self.depthwise, &self.winograd) {
+            (None, ..) => self.run_images(&images, &rw, residual, false, out),
+            (Some(_), None, Some(w)) if w.fits(&rw) => {
+                self.run_images(&images, &rw, None, true, out)
+            }
+            (Some(_), ..) => {
+                // No pooled epilogue on this path: the conv into scratch, then the pool.
+                let full = self.out_channels * rw.output[0] * rw.output[1];
+                let mut conv = Scratch::new();
+                let conv = conv.reset_for_overwrite(n * full);
+                self.run_images(&images, &rw, None, false, conv);
+                max_pool_2x2_planes(
+                    conv,
+                    [rw.output[0], rw.output[1]],
+                    &mut out[..n * plane_out],
+                );
             }
         }
         Ok(())
+    }
+
+    /// The non-direct paths, image by image, into `out` (the pooled output with `pooled`,
+    /// which only the Winograd kernel takes).
+    fn run_images(
+        &self,
+        x: &Images,
+        rw: &ResolvedWindow,
+        residual: Option<&[f32]>,
+        pooled: bool,
+        out: &mut [f32],
+    ) {
+        let (c, in_hw) = (x.c, x.hw);
+        let plane_in = c * in_hw[0] * in_hw[1];
+        let plane_out = out.len() / x.n.max(1);
+        let act = self.attrs.activation;
+        for b in 0..x.n {
+            let xb = &x.data[b * plane_in..(b + 1) * plane_in];
+            let ob = &mut out[b * plane_out..(b + 1) * plane_out];
+            let rb = residual.map(|r| &r[b * plane_out..(b + 1) * plane_out]);
+            match (&self.depthwise, &self.winograd) {
+                (Some(w), _) => depthwise(xb, w, &self.bias, ob, c, in_hw, rw, act, rb),
+                (None, Some(w)) if w.fits(rw) => {
+                    w.run(xb, in_hw, rw, &self.bias, act, rb, pooled, ob)
+                }
+                _ => self.grouped_gemm(xb, ob, rb, in_hw, rw),
+            }
+        }
     }
 
     fn grouped_gemm(

@@ -18,6 +18,8 @@
 //! against 1.3 ms portable), so the portable path keeps the GEMM.
 
 use super::activation::apply_slice;
+#[cfg(target_arch = "x86_64")]
+use super::pool::{nan_max256, nan_max512};
 use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
 use accel_core::ir::{Activation, Window};
@@ -441,8 +443,8 @@ impl Rows<'_> {
                 let n = (PX512 / 2).min(pw - x0 / 2);
                 let mask: __mmask16 = if n >= PX { 0xffff } else { (1u16 << n) - 1 };
                 for (q, a) in acc.iter().enumerate().take(planes) {
-                    let rows = [max_nan512(a[0][0], a[1][0]), max_nan512(a[0][1], a[1][1])];
-                    let pairs = max_nan512(
+                    let rows = [nan_max512(a[0][0], a[1][0]), nan_max512(a[0][1], a[1][1])];
+                    let pairs = nan_max512(
                         _mm512_permutex2var_ps(rows[0], even, rows[1]),
                         _mm512_permutex2var_ps(rows[0], odd, rows[1]),
                     );
@@ -504,10 +506,10 @@ impl Rows<'_> {
                 }
                 let n = (PX8 / 2).min(pw - x0 / 2);
                 for (q, a) in acc.iter().enumerate().take(planes) {
-                    let rows = max_nan256(a[0], a[1]);
+                    let rows = nan_max256(a[0], a[1]);
                     // Columns 0 2 0 2 | 4 6 4 6 and 1 3 1 3 | 5 7 5 7; their max has the
                     // four pooled values in lanes 0, 1, 4 and 5.
-                    let pairs = max_nan256(
+                    let pairs = nan_max256(
                         _mm256_shuffle_ps::<0b10_00_10_00>(rows, rows),
                         _mm256_shuffle_ps::<0b11_01_11_01>(rows, rows),
                     );
@@ -536,30 +538,4 @@ impl Rows<'_> {
             apply_slice(a, out);
         }
     }
-}
-
-/// max(a, b) that is NaN where either is (max_ps returns its second operand when one is NaN).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn max_nan512(
-    a: std::arch::x86_64::__m512,
-    b: std::arch::x86_64::__m512,
-) -> std::arch::x86_64::__m512 {
-    use std::arch::x86_64::*;
-    let m = _mm512_max_ps(a, b);
-    _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a), a)
-}
-
-/// [`max_nan512`] for AVX.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-#[inline]
-fn max_nan256(
-    a: std::arch::x86_64::__m256,
-    b: std::arch::x86_64::__m256,
-) -> std::arch::x86_64::__m256 {
-    use std::arch::x86_64::*;
-    let m = _mm256_max_ps(a, b);
-    _mm256_blendv_ps(m, a, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a))
 }

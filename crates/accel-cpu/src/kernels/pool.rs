@@ -137,8 +137,53 @@ pub fn pool_into(node: &Node, p: &Pool, max: bool, x: TensorView, out: &mut [f32
 
 /// NaN-propagating max, branch-free so row loops vectorize.
 #[inline(always)]
-fn nan_max(a: f32, b: f32) -> f32 {
+pub(super) fn nan_max(a: f32, b: f32) -> f32 {
     if a > b || a.is_nan() { a } else { b }
+}
+
+/// A 2x2 max pool at stride 2 of planes of [h, w] in `src` into `out` ([h / 2, w / 2] per
+/// plane): what a conv with a fused MaxPool does where its kernel has no pooled epilogue.
+pub(super) fn max_pool_2x2_planes(src: &[f32], [h, w]: [usize; 2], out: &mut [f32]) {
+    let (oh, ow) = (h / 2, w / 2);
+    if oh * ow == 0 {
+        return;
+    }
+    out.par_chunks_mut(oh * ow)
+        .zip(src.par_chunks(h * w))
+        .for_each(|(o, plane)| {
+            for (y, row) in o.chunks_exact_mut(ow).enumerate() {
+                let r0 = &plane[2 * y * w..][..2 * ow];
+                let r1 = &plane[(2 * y + 1) * w..][..2 * ow];
+                max_2x2_row(r0, r1, row);
+            }
+        });
+}
+
+/// max that keeps a NaN from either side: maxps returns its second operand when either is
+/// NaN, so a NaN in `a` is blended back in.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+pub(super) fn nan_max256(
+    a: std::arch::x86_64::__m256,
+    b: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let m = _mm256_max_ps(a, b);
+    _mm256_blendv_ps(m, a, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a))
+}
+
+/// [`nan_max256`] for AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) fn nan_max512(
+    a: std::arch::x86_64::__m512,
+    b: std::arch::x86_64::__m512,
+) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let m = _mm512_max_ps(a, b);
+    _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a, a), a)
 }
 
 /// out[x] = max of r0[2x], r0[2x+1], r1[2x], r1[2x+1].
@@ -164,14 +209,7 @@ fn max_2x2_row(r0: &[f32], r1: &[f32], out: &mut [f32]) {
 #[target_feature(enable = "avx2")]
 fn max_2x2_row_avx2(r0: &[f32], r1: &[f32], out: &mut [f32]) -> usize {
     use std::arch::x86_64::*;
-    // max that keeps a NaN from either side: maxps returns its second operand when either
-    // is NaN, so a NaN in `a` is blended back in.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn nan_max8(a: __m256, b: __m256) -> __m256 {
-        let m = _mm256_max_ps(a, b);
-        _mm256_blendv_ps(m, a, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a))
-    }
+    let nan_max8 = nan_max256;
     let blocks = out.len() / 8;
     assert!(r0.len() >= 16 * blocks && r1.len() >= 16 * blocks);
     for i in 0..blocks {

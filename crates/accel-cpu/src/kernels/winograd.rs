@@ -22,6 +22,7 @@
 //! probabilities stay within 4e-6 of ONNX Runtime's.
 
 use super::gemm::{Blocking, Epilogue, PackedA, gemm_panel};
+use super::pool::nan_max;
 use super::{SyncPtr, activation};
 use crate::isa::{self, Isa};
 use crate::scratch::Scratch;
@@ -117,7 +118,9 @@ impl Winograd {
     }
 
     /// One image: `x` is [ic, ih, iw], `out` [oc, oh, ow] (every value written), `residual`
-    /// laid out like `out` and added last.
+    /// laid out like `out` and added last. With `pooled`, `out` is the 2x2 max pool at
+    /// stride 2 of that, [oc, oh / 2, ow / 2], taken from each 4x4 tile while it is in
+    /// registers (no residual then).
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
@@ -127,16 +130,22 @@ impl Winograd {
         bias: &[f32],
         act: Option<Activation>,
         residual: Option<&[f32]>,
+        pooled: bool,
         out: &mut [f32],
     ) {
         let (oh, ow) = (rw.output[0], rw.output[1]);
         let nr = Blocking::active().nr;
         let tiles = [oh.div_ceil(OUT), ow.div_ceil(OUT)];
         let phases = PhasePlanes::new(tiles);
+        let out_hw = if pooled { [oh / 2, ow / 2] } else { [oh, ow] };
         assert_eq!(
             out.len(),
-            self.out_channels * oh * ow,
+            self.out_channels * out_hw[0] * out_hw[1],
             "winograd: output size"
+        );
+        assert!(
+            !pooled || residual.is_none(),
+            "winograd: a pooled output takes no residual"
         );
         assert!(bias.len() >= self.out_channels, "winograd: bias too short");
         if let Some(r) = residual {
@@ -148,7 +157,8 @@ impl Winograd {
             w: self,
             input,
             phases,
-            out_hw: [oh, ow],
+            out_hw,
+            pooled,
             tiles,
             bias,
             act,
@@ -315,7 +325,9 @@ struct Blocks<'a> {
     w: &'a Winograd,
     input: &'a [f32],
     phases: PhasePlanes,
+    /// The output's size: the convolution's, or with `pooled` its 2x2 max pool's.
     out_hw: [usize; 2],
+    pooled: bool,
     tiles: [usize; 2],
     bias: &'a [f32],
     act: Option<Activation>,
@@ -514,6 +526,10 @@ impl Blocks<'_> {
         for v in tile.as_flattened_mut().as_flattened_mut() {
             *v = act(*v + bias);
         }
+        if self.pooled {
+            self.store_pooled(o, segs, tile);
+            return;
+        }
         let mut row = [[0.0f32; OUT]; N];
         for (a, tile_row) in tile.iter().enumerate() {
             for s in segs {
@@ -544,6 +560,48 @@ impl Blocks<'_> {
                         .zip(&r[at..at + width])
                         .for_each(|(v, &r)| *v += r);
                 }
+            }
+        }
+    }
+
+    /// Output channel o's tiles of this block pooled 2x2 at stride 2 (after bias and
+    /// activation, which commute with the max): each 4x4 tile gives 2x2 values, at pooled
+    /// rows 2 ty, 2 ty + 1 and columns 2 tx, 2 tx + 1, clipped to the pooled output.
+    #[inline(always)]
+    fn store_pooled<const N: usize>(
+        &self,
+        o: usize,
+        segs: &[Segment],
+        tile: &[[[f32; N]; OUT]; OUT],
+    ) {
+        let [ph, pw] = self.out_hw;
+        for i in 0..OUT / 2 {
+            // The two pooled values of each lane's row i, side by side.
+            let mut row = [[0.0f32; 2]; N];
+            for (l, r) in row.iter_mut().enumerate() {
+                let window = |j: usize| {
+                    let (a, b) = (&tile[2 * i], &tile[2 * i + 1]);
+                    nan_max(
+                        nan_max(a[2 * j][l], a[2 * j + 1][l]),
+                        nan_max(b[2 * j][l], b[2 * j + 1][l]),
+                    )
+                };
+                *r = [window(0), window(1)];
+            }
+            let row = row.as_flattened();
+            for s in segs {
+                let y = s.ty * 2 + i;
+                if y >= ph || s.tx * 2 >= pw {
+                    continue;
+                }
+                let x0 = s.tx * 2;
+                let width = (s.len * 2).min(pw - x0);
+                let at = (o * ph + y) * pw + x0;
+                // SAFETY: this block alone writes its tiles' pooled outputs: columns x0 ..
+                // x0 + width of pooled row y of every channel, inside the output (`run`
+                // checked its size).
+                let dst = unsafe { std::slice::from_raw_parts_mut(self.out.get().add(at), width) };
+                dst.copy_from_slice(&row[s.lane * 2..][..width]);
             }
         }
     }
@@ -792,7 +850,16 @@ mod tests {
                     .unwrap();
                 let mut got = vec![f32::NAN; oc * oh * ow];
                 pool.install(|| {
-                    kernel.run(&x, [ih, iw], &rw, &bias, act, residual.as_deref(), &mut got)
+                    kernel.run(
+                        &x,
+                        [ih, iw],
+                        &rw,
+                        &bias,
+                        act,
+                        residual.as_deref(),
+                        false,
+                        &mut got,
+                    )
                 });
                 let scale = want.iter().fold(sums, |m, v| m.max(v.abs()));
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
