@@ -118,6 +118,11 @@ impl ConvTransposeKernel {
                     .is_ok_and(|(_, rw, _)| winograd.fits(&rw)),
                 None => true,
             };
+            // Where the graph fixes the input size and it fits, the GEMM weights are never
+            // read: only the transformed ones are kept (the U-Net's up1-up3: 1.7 MB).
+            if fits && in_hw.is_some() {
+                kernel.packed.clear();
+            }
             kernel.winograd = fits.then_some(winograd);
         }
         Ok(kernel)
@@ -234,6 +239,18 @@ impl ConvTransposeKernel {
                 w.run(xb, in_hw, &rw, &self.bias, act, ob);
             }
             return Ok(());
+        }
+        if self.packed.is_empty() {
+            // Only where the graph's declared input size took the Winograd path; a run of
+            // another size means the graph's shapes were not what they said.
+            return Err(Error::node(
+                node,
+                format!(
+                    "compiled for the input size the graph declares, which runs by Winograd; \
+                     this input ({:?}) does not",
+                    x.shape()
+                ),
+            ));
         }
         let isa = isa::active();
         // The same for every image and group.
