@@ -525,9 +525,9 @@ fn spatial_hw(graph: &Graph, name: &str) -> Option<[usize; 2]> {
     }
 }
 
-/// Takes a 2x2 MaxPool at stride 2 into the Conv before it when the conv runs on the direct
-/// stem kernel and its output feeds only that pool ([`ConvKernel::fuse_max_pool`]): the
-/// CRNN's conv1 and pool1. The Conv step then writes the pool's output.
+/// Takes a 2x2 MaxPool at stride 2 into the Conv before it when the conv's output feeds
+/// only that pool ([`ConvKernel::fuse_max_pool`]): the CRNN's conv1 + pool1 and conv2 +
+/// pool2. The Conv step then writes the pool's output.
 fn fuse_max_pools(graph: &Graph, steps: &mut Vec<Step>) {
     let (producer, uses) = producers_and_uses(steps);
     let mut removed = vec![false; steps.len()];

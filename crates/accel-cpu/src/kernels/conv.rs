@@ -1,8 +1,8 @@
 //! Conv: packed-GEMM convolution whose B panels are gathered from the input (a plain 1x1)
 //! or from a zero-bordered, stride-phase-split copy of it (k x k at any stride), with a
 //! general im2col for rows narrower than a panel; depthwise ones go to `depthwise`. Deep 3x3
-//! stride-1 convs on wide enough inputs go to Winograd F(4x4, 3x3) (`winograd`). A stem
-//! conv (`conv_direct`) may take the 2x2 max pool after it into its epilogue.
+//! stride-1 convs on wide enough inputs go to Winograd F(4x4, 3x3) (`winograd`). A conv may
+//! take the 2x2 max pool after it ([`ConvKernel::fuse_max_pool`]).
 
 use super::conv_direct::DirectConv;
 use super::depthwise::depthwise;
@@ -32,8 +32,8 @@ pub struct ConvKernel {
     /// 3x3 stride-1 convs deep enough for it: the filters in the Winograd domain, used for
     /// inputs wide enough ([`Winograd::fits`]); `packed` serves the others.
     winograd: Option<Winograd>,
-    /// A following MaxPool (2x2 window, stride 2, no padding) taken into the direct kernel:
-    /// the output is the pooled one ([`ConvKernel::fuse_max_pool`]).
+    /// A following MaxPool (2x2 window, stride 2, no padding) taken into this conv: the
+    /// output is the pooled one ([`ConvKernel::fuse_max_pool`]).
     pool: Option<Pool>,
     bias: Vec<f32>,
     /// The implicit GEMM's row offsets for the last padded input size seen.

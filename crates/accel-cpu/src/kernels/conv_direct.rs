@@ -293,16 +293,7 @@ impl Rows<'_> {
                 for (q, a) in acc.iter().enumerate().take(planes) {
                     let dst = &mut out[(q * oh + oy) * ow + x0..][..n];
                     for (half, &v) in a.iter().enumerate() {
-                        // ReLU and Clip on the way out; max/min take the second operand when
-                        // one is NaN, so `v` goes second and NaN stays NaN.
-                        let v = match self.act {
-                            Some(Activation::Relu) => _mm512_max_ps(_mm512_setzero_ps(), v),
-                            Some(Activation::Clip { min, max }) => _mm512_min_ps(
-                                _mm512_set1_ps(max),
-                                _mm512_max_ps(_mm512_set1_ps(min), v),
-                            ),
-                            _ => v,
-                        };
+                        let v = clamp512(self.act, v);
                         // SAFETY: dst holds n floats; the mask selects the lanes of this half
                         // below n, and a masked store touches no other lane.
                         unsafe {
@@ -364,15 +355,7 @@ impl Rows<'_> {
                     }
                 }
                 for (q, a) in acc.iter().enumerate().take(planes) {
-                    // As in block_avx512: `a` second, so NaN stays NaN.
-                    let fix = |a: __m256| match self.act {
-                        Some(Activation::Relu) => _mm256_max_ps(_mm256_setzero_ps(), a),
-                        Some(Activation::Clip { min, max }) => _mm256_min_ps(
-                            _mm256_set1_ps(max),
-                            _mm256_max_ps(_mm256_set1_ps(min), a),
-                        ),
-                        _ => a,
-                    };
+                    let fix = |a: __m256| clamp256(self.act, a);
                     let dst = &mut out[(q * oh + oy) * ow + x0..][..n];
                     if n == PX {
                         // SAFETY: dst holds PX = 16 floats: two stores of eight.
@@ -448,15 +431,7 @@ impl Rows<'_> {
                         _mm512_permutex2var_ps(rows[0], even, rows[1]),
                         _mm512_permutex2var_ps(rows[0], odd, rows[1]),
                     );
-                    // As in block_avx512: the value second, so NaN stays NaN.
-                    let v = match self.act {
-                        Some(Activation::Relu) => _mm512_max_ps(_mm512_setzero_ps(), pairs),
-                        Some(Activation::Clip { min, max }) => _mm512_min_ps(
-                            _mm512_set1_ps(max),
-                            _mm512_max_ps(_mm512_set1_ps(min), pairs),
-                        ),
-                        _ => pairs,
-                    };
+                    let v = clamp512(self.act, pairs);
                     let dst = &mut out[(q * ph + py) * pw + x0 / 2..][..n];
                     // SAFETY: dst holds n floats and the mask selects lanes below n.
                     unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, v) };
@@ -516,14 +491,7 @@ impl Rows<'_> {
                     let pairs = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
                         _mm256_castps_pd(pairs),
                     ));
-                    let v = match self.act {
-                        Some(Activation::Relu) => _mm256_max_ps(_mm256_setzero_ps(), pairs),
-                        Some(Activation::Clip { min, max }) => _mm256_min_ps(
-                            _mm256_set1_ps(max),
-                            _mm256_max_ps(_mm256_set1_ps(min), pairs),
-                        ),
-                        _ => pairs,
-                    };
+                    let v = clamp256(self.act, pairs);
                     let mut lanes = [0.0f32; PX8];
                     // SAFETY: lanes holds 8 floats.
                     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
@@ -537,5 +505,36 @@ impl Rows<'_> {
         if let Some(a @ Activation::Sigmoid) = self.act {
             apply_slice(a, out);
         }
+    }
+}
+
+/// ReLU or Clip on a register (Sigmoid is applied to the stored output afterwards): max/min
+/// return their second operand when one is NaN, so the value goes second and NaN stays NaN.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn clamp512(act: Option<Activation>, v: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    match act {
+        Some(Activation::Relu) => _mm512_max_ps(_mm512_setzero_ps(), v),
+        Some(Activation::Clip { min, max }) => {
+            _mm512_min_ps(_mm512_set1_ps(max), _mm512_max_ps(_mm512_set1_ps(min), v))
+        }
+        _ => v,
+    }
+}
+
+/// [`clamp512`] for AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+fn clamp256(act: Option<Activation>, v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    match act {
+        Some(Activation::Relu) => _mm256_max_ps(_mm256_setzero_ps(), v),
+        Some(Activation::Clip { min, max }) => {
+            _mm256_min_ps(_mm256_set1_ps(max), _mm256_max_ps(_mm256_set1_ps(min), v))
+        }
+        _ => v,
     }
 }

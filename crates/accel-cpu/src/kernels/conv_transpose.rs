@@ -111,19 +111,20 @@ impl ConvTransposeKernel {
         };
         if PhaseWinograd::eligible(ic, ocg, g, &kernel.kernel, &attrs.window) {
             let kernel_2d = [kernel.kernel[0], kernel.kernel[1]];
-            let winograd = PhaseWinograd::new(wv, ic, ocg, kernel_2d);
             let fits = match in_hw {
                 Some([h, w]) => kernel
                     .geometry(node, &[1, ic, h, w])
-                    .is_ok_and(|(_, rw, _)| winograd.fits(&rw)),
+                    .is_ok_and(|(_, rw, _)| PhaseWinograd::fits_kernel(kernel_2d, &rw)),
                 None => true,
             };
-            // Where the graph fixes the input size and it fits, the GEMM weights are never
-            // read: only the transformed ones are kept (the U-Net's up1-up3: 1.7 MB).
-            if fits && in_hw.is_some() {
-                kernel.packed.clear();
+            if fits {
+                kernel.winograd = Some(PhaseWinograd::new(wv, ic, ocg, kernel_2d));
+                // Where the graph fixes the input size, the GEMM weights are then never
+                // read: only the transformed ones are kept (the U-Net's up1-up3: 1.7 MB).
+                if in_hw.is_some() {
+                    kernel.packed.clear();
+                }
             }
-            kernel.winograd = fits.then_some(winograd);
         }
         Ok(kernel)
     }
@@ -246,8 +247,9 @@ impl ConvTransposeKernel {
             return Err(Error::node(
                 node,
                 format!(
-                    "compiled for the input size the graph declares, which runs by Winograd; \
-                     this input ({:?}) does not",
+                    "input {:?} is not the size the graph declares for this node, which it \
+                     was compiled for: the model's shape information is wrong (re-export it, \
+                     or leave these sizes symbolic)",
                     x.shape()
                 ),
             ));

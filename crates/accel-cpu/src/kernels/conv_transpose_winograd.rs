@@ -129,6 +129,11 @@ impl PhaseWinograd {
     /// transformed for, and a phase has enough tiles to fill most of the GEMM panels (a
     /// half-empty panel costs as much as a full one).
     pub fn fits(&self, rw: &ResolvedWindow) -> bool {
+        Self::fits_kernel(self.kernel, rw)
+    }
+
+    /// [`PhaseWinograd::fits`] for filters of `kernel` taps, before transforming them.
+    pub(crate) fn fits_kernel(kernel: [usize; 2], rw: &ResolvedWindow) -> bool {
         let nr = Blocking::active().nr;
         if rw.output.len() != 2 {
             return false;
@@ -142,7 +147,7 @@ impl PhaseWinograd {
             let padded = t.div_ceil(nr).checked_mul(nr * 3);
             t > 0 && padded.is_some_and(|p| t.checked_mul(4).is_some_and(|t4| t4 >= p))
         });
-        rw.kernel == self.kernel && rw.strides == [2, 2] && rw.dilations == [1, 1] && filled
+        rw.kernel == kernel && rw.strides == [2, 2] && rw.dilations == [1, 1] && filled
     }
 
     /// One image: `x` is [ic, ih, iw], `out` [oc, oh, ow] (every value written).
@@ -388,7 +393,8 @@ impl Blocks<'_> {
         // output transform reads one channel's 36 rows together.
         let m_ld = PHASES * POS * N;
         let m = m_buf.reset_for_overwrite(oc * m_ld);
-        // A last block's lanes past its tiles stay zero, so the GEMMs run on whole panels
+        // A last block's lanes past its tiles start at zero (later only a chunk running past
+        // a run's end writes there, values of the input), so the GEMMs run on whole panels
         // (unmasked stores) and nothing stale enters M.
         if lanes < N {
             for pos in 0..POS {
@@ -499,17 +505,9 @@ impl Blocks<'_> {
     ) {
         let bias = self.bias[o];
         let flat = y.as_flattened_mut().as_flattened_mut().as_flattened_mut();
-        match self.act {
-            None => flat.iter_mut().for_each(|v| *v += bias),
-            Some(Activation::Relu) => flat
-                .iter_mut()
-                .for_each(|v| *v = activation::relu(*v + bias)),
-            Some(Activation::Clip { min, max }) => flat
-                .iter_mut()
-                .for_each(|v| *v = activation::clip(*v + bias, min, max)),
-            Some(Activation::Sigmoid) => flat
-                .iter_mut()
-                .for_each(|v| *v = activation::sigmoid_fast(*v + bias)),
+        flat.iter_mut().for_each(|v| *v += bias);
+        if let Some(a) = self.act {
+            activation::apply_slice(a, flat);
         }
         let [oh, ow] = self.geo.out_hw;
         let mut row = [[0.0f32; 4]; N];

@@ -13,10 +13,8 @@ use accel_core::{Error, Result, Tensor, TensorView};
 pub struct LstmKernel {
     attrs: Lstm,
     input_size: usize,
-    /// Every direction's W^T side by side, packed as B: [input, dirs * 4H]. One GEMM then
-    /// projects both directions across all threads; one per direction, run side by side,
-    /// left the second direction's projection to a single thread on two (the CRNN's second
-    /// BiLSTM: 0.22 ms).
+    /// Every direction's W^T side by side, packed as B: [input, dirs * 4H], so one GEMM
+    /// projects every direction over all threads before the recurrences run side by side.
     w: PackedB,
     /// Wb + Rb per direction, [dirs * 4H].
     bias: Vec<f32>,

@@ -72,9 +72,9 @@ impl Winograd {
             .then(|| Winograd::new(w, oc, ic))
     }
 
-    /// Whether this output is wide enough that a tile row fills most of a B panel: the
-    /// transforms cost more than a GEMM saves where rows are short (blocks across rows then
-    /// gather each value from several runs).
+    /// Whether this output is wide enough that a tile row fills most of a B panel. (Kept
+    /// from when blocks stayed within a row; narrower outputs, whose blocks would gather
+    /// every value from several runs, were not measured since.)
     pub fn fits(&self, rw: &ResolvedWindow) -> bool {
         let (nr, tiles_per_row) = (Blocking::active().nr, rw.output[1].div_ceil(OUT));
         rw.kernel == [3, 3]
